@@ -1,0 +1,5 @@
+"""``python -m memconsole``."""
+
+from memconsole.cli import entry_point
+
+entry_point()

@@ -1,0 +1,87 @@
+"""Command-line front end: ``memconsole COMMAND ...``.
+
+Each command lives in its own ``cmd_*`` module exposing
+``register(subparsers)``; the parser it adds sets ``func`` to a callable
+``(args) -> int``.  stdout carries data, stderr carries diagnostics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from memconsole import __version__
+from memconsole.errors import MemconsoleError
+
+__all__ = ["EXIT_DATA_MISSING", "EXIT_ERROR", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE",
+           "entry_point", "main"]
+
+#: Everything asked for was done.
+EXIT_OK = 0
+#: The command failed as a whole (bad input, missing prerequisite, ...).
+EXIT_ERROR = 1
+#: The command line itself is wrong (argparse's own code).
+EXIT_USAGE = 2
+#: Batch work finished, but some entries failed; see stderr for each.
+EXIT_PARTIAL = 3
+#: There was nothing to read: no records, no archive, no ring.
+EXIT_DATA_MISSING = 4
+
+# Command modules, in the order ``--help`` lists them.  Add one line per command.
+_COMMAND_MODULES: tuple[str, ...] = (
+    "memconsole.cmd_collect",
+    "memconsole.cmd_show",
+    "memconsole.cmd_list",
+    "memconsole.cmd_demo",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line, no usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full argument parser with every registered command."""
+    parser = _Parser(
+        prog="memconsole",
+        description="Keep a Linux machine's last words across a crash: collect, "
+        "archive and explain what pstore/ramoops saved.",
+        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 partial (some entries failed), "
+        "4 nothing to read.",
+    )
+    parser.add_argument("--version", action="version", version=f"memconsole {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run memconsole with *argv* (default ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except MemconsoleError as exc:
+        print(f"memconsole {args.command}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"memconsole {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (``memconsole list | head``): not an error.
+        try:
+            sys.stdout = None  # type: ignore[assignment]
+        finally:
+            return EXIT_OK
+
+
+def entry_point() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
