@@ -19,9 +19,12 @@
  * Only APIs present in both Linux 6.1 and 6.12 are used.
  *
  * Notes on the expected reports below:
- *  - On 6.12 x86 die() headers are prefixed with "Oops: " (e.g.
- *    "Oops: invalid opcode: 0000 [#1] PREEMPT SMP NOPTI"); on 6.1 the same
- *    line reads "invalid opcode: 0000 [#1] PREEMPT SMP NOPTI".
+ *  - On 6.12 (since 6.10) x86 die() headers are prefixed with "Oops: ",
+ *    e.g. "Oops: invalid opcode: 0000 [#1] PREEMPT SMP NOPTI"; on 6.1 the
+ *    same line reads "invalid opcode: 0000 [#1] PREEMPT SMP NOPTI".  Page
+ *    faults die with the string "Oops", so 6.12 prints "Oops: Oops: 0000 [#1]"
+ *    where 6.1 prints "Oops: 0000 [#1]".  The flags after [#1] (PREEMPT, SMP,
+ *    NOPTI/PTI) depend on the kernel config and the emulated CPU.
  *  - The module is GPL (no "P" taint) but out of tree and, on Debian,
  *    unsigned, so the taint flags show "OE".
  *  - Oopses only turn into a panic if the lab boots with panic_on_oops=1
@@ -59,7 +62,7 @@ static volatile unsigned long crashy_sink;
  *   BUG: kernel NULL pointer dereference, address: 0000000000000000
  *   #PF: supervisor read access in kernel mode
  *   #PF: error_code(0x0000) - not-present page
- *   Oops: 0000 [#1] PREEMPT SMP NOPTI
+ *   Oops: 0000 [#1] PREEMPT SMP NOPTI          (6.12: "Oops: Oops: 0000 [#1] ...")
  *   RIP: 0010:crashy_null+0x.../0x... [crashy]
  *
  * The pointer itself is volatile, so gcc can neither see that it is NULL
@@ -95,8 +98,7 @@ static noinline void crashy_bug(void)
  *   RIP: 0010:crashy_warn+0x.../0x... [crashy]
  * and, because the lab boots with panic_on_warn=1:
  *   Kernel panic - not syncing: kernel: panic_on_warn set ...
- * (older kernels without check_panic_on_warn() print
- *  "Kernel panic - not syncing: panic_on_warn set ...").
+ * (same text on Debian's 6.1 and 6.12, both have check_panic_on_warn()).
  * Without panic_on_warn the function returns and insmod fails with -EIO.
  */
 static noinline void crashy_warn(void)
@@ -146,7 +148,7 @@ static noinline void crashy_gpf(void)
  *   BUG: unable to handle page fault for address: ffffffffc0......
  *   #PF: supervisor write access in kernel mode
  *   #PF: error_code(0x0003) - permissions violation
- *   Oops: 0003 [#1] PREEMPT SMP NOPTI
+ *   Oops: 0003 [#1] PREEMPT SMP NOPTI          (6.12: "Oops: Oops: 0003 [#1] ...")
  *   RIP: 0010:crashy_rodata+0x.../0x... [crashy]
  *
  * crashy_ro_value lives in the module's .rodata, which CONFIG_STRICT_MODULE_RWX
@@ -235,8 +237,8 @@ static noinline void crashy_panic(void)
  *   BUG: kernel NULL pointer dereference, address: 0000000000000000
  *   #PF: supervisor read access in kernel mode
  *   #PF: error_code(0x0000) - not-present page
- *   Oops: 0000 [#1] PREEMPT SMP NOPTI
- *   CPU: N PID: P Comm: kworker/N:M ...
+ *   Oops: 0000 [#1] PREEMPT SMP NOPTI          (6.12: "Oops: Oops: 0000 [#1] ...")
+ *   CPU: N PID: P Comm: kworker/N:M ...        (6.12: "CPU: N UID: 0 PID: P Comm: ...")
  *   Workqueue: events crashy_work_fn [crashy]
  *   RIP: 0010:crashy_work_fn+0x.../0x... [crashy]
  *
