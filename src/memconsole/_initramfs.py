@@ -145,7 +145,12 @@ mount --bind /sys /newroot/sys
 mount --bind /dev /newroot/dev
 mount -t tmpfs varlib /newroot/var/lib
 echo "memconsole-lab: chroot into host root"
-exec chroot /newroot /bin/sh /tmp/lab/stage.sh
+chroot /newroot /bin/sh /tmp/lab/stage.sh
+echo "memconsole-lab: stage script exited with status $?"
+# Power off from the initramfs: its busybox lives in RAM, while programs from
+# the 9p root would fault once the virtio device is shut down.
+sync
+poweroff -f
 """
 
 

@@ -354,6 +354,7 @@ if [ ! -e /tmp/lab/boot1.done ]; then
     {trigger}
     sleep 60
     echo "memconsole-lab: stage 1 ended without a crash"
+    exit 1
 else
     echo "memconsole-lab: stage 2 on $(uname -r)"
     : > /tmp/lab/boot2.started
@@ -362,8 +363,6 @@ else
     echo "memconsole-lab: stage 2 done"
 fi
 sync
-echo o > /proc/sysrq-trigger
-sleep 10
 """
 
     def _qemu_argv(self, drill: Drill, workdir: Path, initrd: Path, no_reboot: bool
@@ -410,6 +409,9 @@ sleep 10
                     if "Linux version" in line:
                         boots += 1
                         self.progress(f"{label}: kernel booting (boot {boots})")
+                        if boots > 2:
+                            # A drill is two boots; a third means a reboot loop.
+                            proc.kill()
                     elif "memconsole-lab: stage" in line or "memconsole-lab: trigger" in line:
                         self.progress(f"{label}: {line.split('memconsole-lab: ', 1)[1].strip()}")
                     elif "Kernel panic - not syncing" in line:
@@ -455,6 +457,8 @@ sleep 10
                 rc, boots = rc2, boots + more
         serial = serial_log.read_text(errors="replace")
         result = DrillResult(workdir, serial, region, boots)
+        if boots > 2:
+            raise LabError(f"{label}: the guest rebooted more than once", _tail(serial))
         if rc != 0:
             raise LabError(f"{label}: QEMU exited with status {rc}", _tail(serial))
         if not (workdir / "boot1.done").exists():

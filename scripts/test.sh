@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite, VM tests included.  Set MEMCONSOLE_FORCE_VM=1 to make
+# a missing prerequisite (QEMU, a kernel, root) fail instead of skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+exec .venv/bin/python -m pytest -n "${MEMCONSOLE_TEST_JOBS:-2}" "$@"

@@ -1,0 +1,67 @@
+"""Shared fixtures.
+
+VM tests (marker ``vm``) boot real kernels under QEMU.  They skip, with the
+reason, when QEMU, busybox or a kernel is missing; with MEMCONSOLE_FORCE_VM=1
+(CI sets it) a missing prerequisite fails the test instead.  Tests marked
+``root`` need root the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+FORCE = os.environ.get("MEMCONSOLE_FORCE_VM") == "1"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip (or, when forced, fail) unless *condition* holds."""
+    if condition:
+        return
+    if FORCE:
+        pytest.fail(f"MEMCONSOLE_FORCE_VM=1 but {reason}")
+    pytest.skip(reason)
+
+
+def _vm_missing() -> str | None:
+    from memconsole.vmlab import find_kernels
+
+    if shutil.which("qemu-system-x86_64") is None:
+        return "qemu-system-x86_64 is not installed (scripts/bootstrap.sh installs it)"
+    if not (Path("/bin/busybox").exists() or Path("/usr/bin/busybox").exists()):
+        return "busybox-static is not installed"
+    if not find_kernels():
+        return "no Debian -amd64 kernel with 9p modules under /boot"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("vm") is not None:
+        missing = _vm_missing()
+        require(missing is None, missing or "")
+    if item.get_closest_marker("root") is not None:
+        require(os.geteuid() == 0, "needs root")
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A :class:`memconsole.vmlab.Lab` with a cache shared by the session
+    (and by later sessions: the default cache directory)."""
+    from memconsole.vmlab import Lab
+
+    return Lab(progress=lambda msg: print(f"lab: {msg}"))
+
+
+def kernel_for(prefix: str):  # type: ignore[no-untyped-def]
+    """The installed kernel whose release starts with *prefix* (6.1, 6.12)."""
+    from memconsole.errors import LabError
+    from memconsole.vmlab import pick_kernel
+
+    try:
+        return pick_kernel(prefix)
+    except LabError as exc:
+        require(False, str(exc))

@@ -1,0 +1,72 @@
+"""End to end on real kernels: crash, warm reboot, ``memconsole collect`` and
+``memconsole list --json`` inside the rebooted guest.  Every assertion is on
+what the guest itself printed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import kernel_for
+from memconsole.cmd_demo import STAGE2
+
+pytestmark = pytest.mark.vm
+
+# Crash kind -> (expected kind, expected comm prefix, expected panic reason prefix)
+EXPECTED = {
+    "null": ("null-pointer", "insmod", "Fatal exception"),
+    "bug": ("bug", "insmod", "Fatal exception"),
+    "warn": ("warning", "insmod", None),  # reason checked below: "... panic_on_warn set ..."
+    "divide": ("divide-error", "insmod", "Fatal exception"),
+    "gpf": ("general-protection", "insmod", "Fatal exception"),
+    "rodata": ("page-fault", "insmod", "Fatal exception"),
+    "list": ("list-corruption", "insmod", "Fatal exception"),
+    "softlockup": ("soft-lockup", "insmod", "softlockup: hung tasks"),
+    "hung": ("hung-task", "insmod", "hung_task: blocked tasks"),
+    "panic": ("panic", "insmod", "crashy: requested panic"),
+    "workqueue": ("null-pointer", "kworker/", "Fatal exception"),
+    "sysrq": ("panic", "sh", "sysrq triggered crash"),
+}
+
+CAPTURE = 'mkdir -p "$OUT/pstore"; for f in /sys/fs/pstore/*; do ' \
+          '[ -e "$f" ] && cp "$f" "$OUT/pstore/" && stat -c "%n %.9Y" "$f" >> "$OUT/pstore.mtimes"; ' \
+          'done\n'
+
+
+@pytest.mark.parametrize("action", sorted(EXPECTED))
+@pytest.mark.parametrize("release", ["6.1", "6.12"])
+def test_crash_collect_list(lab, tmp_path: Path, release: str, action: str) -> None:  # type: ignore[no-untyped-def]
+    from memconsole.vmlab import Drill
+
+    kernel = kernel_for(release)
+    result = lab.run(Drill(kernel, action=action, stage2=CAPTURE + STAGE2), tmp_path / "drill")
+
+    assert result.boots == 2
+    # collect archived everything and erased pstore.
+    assert result.output("collect.rc").strip() == "0", result.output("collect.err")
+    archive_ls = result.output("archive.ls")
+    assert "dmesg-ramoops-" in archive_ls, archive_ls
+    assert "records.json" in archive_ls
+    assert "dmesg-ramoops" not in result.output("pstore-after.ls")
+    captured = sorted(p.name for p in (result.out_dir / "pstore").iterdir())
+    assert captured, "the rebooted guest saw no pstore records"
+    for name in captured:
+        assert name in archive_ls
+
+    events = [json.loads(line) for line in result.output("list.json").splitlines()]
+    assert len(events) == 1, events
+    event = events[0]
+    kind, comm, reason = EXPECTED[action]
+    assert event["kind"] == kind, event
+    assert (event["comm"] or "").startswith(comm), event
+    if reason is None:
+        assert "panic_on_warn set" in (event["panic_reason"] or ""), event
+    else:
+        assert (event["panic_reason"] or "").startswith(reason), event
+    assert sorted(event["records"]) == captured
+    # show opens with a sentence about the crash, then the log.
+    show = result.output("show.txt")
+    assert show.startswith("Boot ") and " ended in a kernel panic: " in show.splitlines()[0]
+    assert "Kernel panic - not syncing" in show
