@@ -65,3 +65,21 @@ def kernel_for(prefix: str):  # type: ignore[no-untyped-def]
         return pick_kernel(prefix)
     except LabError as exc:
         require(False, str(exc))
+
+
+LAB_FIXTURES = FIXTURES / "lab"
+
+
+def lab_fixture(release: str, action: str, dest: Path) -> list[str]:
+    """Copy the pstore files a real kernel showed after crash *action*
+    (tests/fixtures/lab/<release>/<action>, see capture.py there) into *dest*
+    with their original mtimes; return the file names."""
+    import json
+
+    src = LAB_FIXTURES / release / action
+    mtimes = json.loads((src / "mtimes.json").read_text())
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, ns in mtimes.items():
+        shutil.copy(src / "pstore" / name, dest / name)
+        os.utime(dest / name, ns=(ns, ns))
+    return sorted(mtimes)

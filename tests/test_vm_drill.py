@@ -30,9 +30,12 @@ EXPECTED = {
     "sysrq": ("panic", "sh", "sysrq triggered crash"),
 }
 
-CAPTURE = 'mkdir -p "$OUT/pstore"; for f in /sys/fs/pstore/*; do ' \
-          '[ -e "$f" ] && cp "$f" "$OUT/pstore/" && stat -c "%n %.9Y" "$f" >> "$OUT/pstore.mtimes"; ' \
-          'done\n'
+CAPTURE = """\
+    mkdir -p "$OUT/pstore"
+    for f in /sys/fs/pstore/*; do
+        [ -e "$f" ] && cp "$f" "$OUT/pstore/" && stat -c "%n %.9Y" "$f" >> "$OUT/pstore.mtimes"
+    done
+"""
 
 
 @pytest.mark.parametrize("action", sorted(EXPECTED))

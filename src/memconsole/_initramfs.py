@@ -16,7 +16,8 @@ from pathlib import Path
 
 from memconsole.errors import LabError
 
-__all__ = ["CpioEntry", "build_initramfs", "default_busybox", "module_load_order", "read_module", "write_newc"]
+__all__ = ["CpioEntry", "build_initramfs", "default_busybox", "module_load_order",
+           "read_module", "write_newc"]
 
 # Modules whose dependency closure the guest needs before it can mount the
 # host root: the virtio PCI transport, the 9p virtio transport and 9p itself.
@@ -131,7 +132,9 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 echo "memconsole-lab: initramfs up"
-for m in $(cat /modules.order); do insmod "/lib/lab/$m" || echo "memconsole-lab: insmod $m failed"; done
+for m in $(cat /modules.order); do
+    insmod "/lib/lab/$m" || echo "memconsole-lab: insmod $m failed"
+done
 mkdir -p /newroot
 if ! mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=none hostroot /newroot; then
     echo "memconsole-lab: FAILED to mount host root over 9p"; echo o > /proc/sysrq-trigger

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -34,6 +35,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "memconsole.cmd_collect",
     "memconsole.cmd_show",
     "memconsole.cmd_list",
+    "memconsole.cmd_decode",
     "memconsole.cmd_demo",
 )
 
@@ -76,10 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # The reader went away (``memconsole list | head``): not an error.
-        try:
-            sys.stdout = None  # type: ignore[assignment]
-        finally:
-            return EXIT_OK
+        # Point stdout at /dev/null so the interpreter's final flush is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
 
 
 def entry_point() -> None:

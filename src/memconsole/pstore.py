@@ -64,7 +64,8 @@ _SYSTEMD_DERIVED = frozenset({"dmesg.txt"})
 _NAME_RE = re.compile(r"^(?P<rest>.+)-(?P<id>\d+)(?P<enc>\.enc\.z)?$")
 # "Oops#1 Part1", "Panic#2 Part3", "Emergency#1 Part1"; older kernels used
 # "Oops#1 Part1" too, and 3.x "Oops#1 Part1" preceded by nothing else.
-_HEADER_RE = re.compile(rb"^(?P<reason>[A-Z][A-Za-z]{1,15})#(?P<count>\d{1,9}) Part(?P<part>\d{1,6})$")
+_HEADER_RE = re.compile(
+    rb"^(?P<reason>[A-Z][A-Za-z]{1,15})#(?P<count>\d{1,9}) Part(?P<part>\d{1,6})$")
 # ram_core.c persistent_ram_ecc_string(): "\nECC: %d Corrected bytes, %d
 # unrecoverable blocks\n" or "\nECC: No errors detected\n".
 _ECC_RE = re.compile(

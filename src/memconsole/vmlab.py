@@ -109,7 +109,7 @@ def pick_kernel(spec: str | None = None, kernels: Sequence[Kernel] | None = None
     if spec is None:
         return kernels[-1]
     for k in kernels:
-        if k.release == spec or k.release.startswith(spec + ".") or k.release.startswith(spec + "-"):
+        if k.release == spec or k.release.startswith((spec + ".", spec + "-")):
             return k
     names = ", ".join(k.release for k in kernels)
     raise LabError(f"no installed kernel matches {spec!r} (have: {names})")
@@ -347,7 +347,9 @@ mountpoint -q /sys/fs/pstore || mount -t pstore pstore /sys/fs/pstore
 if [ ! -e /tmp/lab/boot1.done ]; then
     echo "memconsole-lab: stage 1 on $(uname -r)"
     : > /tmp/lab/boot1.done
-    for p in /sys/module/ramoops/parameters/*; do echo "${{p##*/}}=$(cat $p)"; done > "$OUT/ramoops-params.txt"
+    for p in /sys/module/ramoops/parameters/*; do
+        echo "${{p##*/}}=$(cat $p)"
+    done > "$OUT/ramoops-params.txt"
     sync
 {drill.stage1}
     echo "memconsole-lab: trigger"

@@ -1,0 +1,177 @@
+"""``memconsole collect``/``show``/``list`` on real records, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import lab_fixture
+from memconsole.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def archived_files(archive: Path) -> list[str]:
+    return sorted(p.name for p in archive.glob("boots/*/*") if p.name != "records.json")
+
+
+def test_collect_archives_then_erases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pstore, archive = tmp_path / "pstore", tmp_path / "archive"
+    names = lab_fixture("6.12", "null", pstore)
+    originals = {n: (pstore / n).read_bytes() for n in names}
+    rc, out, err = run(capsys, "collect", "--pstore", str(pstore), "--archive", str(archive),
+                       "--json")
+    assert rc == 0, err
+    assert sorted(os.listdir(pstore)) == []
+    assert archived_files(archive) == names
+    for path in archive.glob("boots/*/dmesg-*"):
+        assert path.read_bytes() == originals[path.name]
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert archive.stat().st_mode & 0o777 == 0o700
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert {x["status"] for x in lines} == {"archived"} and all(x["erased"] for x in lines)
+    # The kernel's record time is kept as the archived file's mtime.
+    mtimes = json.loads((Path(__file__).parent / "fixtures/lab/6.12/null/mtimes.json").read_text())
+    for path in archive.glob("boots/*/dmesg-*"):
+        assert path.stat().st_mtime_ns == mtimes[path.name]
+
+
+def test_collect_twice_never_duplicates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pstore, archive = tmp_path / "pstore", tmp_path / "archive"
+    names = lab_fixture("6.1", "bug", pstore)
+    for _ in range(2):
+        rc, _, err = run(capsys, "collect", "--pstore", str(pstore), "--archive", str(archive),
+                         "--keep")
+        assert rc == 0, err
+    assert archived_files(archive) == names
+    assert "0 archived, 2 already archived" in err
+    assert sorted(os.listdir(pstore)) == names  # --keep
+    # ...and list sees each crash once, whether it reads pstore, the archive or both.
+    rc, out, _ = run(capsys, "list", "--pstore", str(pstore), "--archive", str(archive), "--json")
+    assert rc == 0 and len(out.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("release", "action", "kind", "comm", "reason"), [
+    ("6.1", "null", "null-pointer", "insmod", "Fatal exception"),
+    ("6.12", "null", "null-pointer", "insmod", "Fatal exception"),
+    ("6.1", "list", "list-corruption", "insmod", "Fatal exception"),
+    ("6.12", "hung", "hung-task", "insmod", "hung_task: blocked tasks"),
+    ("6.1", "sysrq", "panic", "sh", "sysrq triggered crash"),
+    ("6.12", "warn", "warning", "insmod", "kernel: panic_on_warn set ..."),
+])
+def test_list_json_on_real_records(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   release: str, action: str, kind: str, comm: str,
+                                   reason: str) -> None:
+    names = lab_fixture(release, action, tmp_path / "pstore")
+    rc, out, _ = run(capsys, "list", "--pstore", str(tmp_path / "pstore"),
+                     "--archive", str(tmp_path / "none"), "--json")
+    assert rc == 0
+    (event,) = [json.loads(x) for x in out.splitlines()]
+    assert event["kind"] == kind
+    assert event["comm"] == comm
+    assert event["panic_reason"] == reason
+    assert sorted(event["records"]) == names
+    assert event["boot"] and event["time"].endswith("Z")
+
+
+def test_show_opens_with_a_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lab_fixture("6.12", "null", tmp_path / "pstore")
+    rc, out, _ = run(capsys, "show", "--pstore", str(tmp_path / "pstore"),
+                     "--archive", str(tmp_path / "none"))
+    assert rc == 0
+    first = out.splitlines()[0]
+    assert " ended in a kernel panic: NULL pointer dereference in crashy_null [crashy]" in first
+    assert "task insmod" in first
+    body = out.split("\n\n", 1)[1]
+    # In order, without the <N> level prefixes, the report before the panic line.
+    assert body.index("BUG: kernel NULL pointer dereference") < body.index(
+        "Kernel panic - not syncing: Fatal exception")
+    assert "\n<4>[" not in body
+
+
+# -- bad input -------------------------------------------------------------------------
+
+
+def test_missing_pstore_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for cmd in ("collect", "show", "list"):
+        rc, out, err = run(capsys, cmd, "--pstore", str(tmp_path / "nope"),
+                           "--archive", str(tmp_path / "a"))
+        assert rc == 1
+        assert err.count("\n") == 1 and "does not exist" in err and out == ""
+
+
+def test_empty_pstore_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "pstore").mkdir()
+    args = ("--pstore", str(tmp_path / "pstore"), "--archive", str(tmp_path / "a"))
+    rc, _, err = run(capsys, "collect", *args)
+    assert rc == 0 and "no pstore records" in err
+    rc, out, err = run(capsys, "show", *args)
+    assert rc == 4 and out == "" and "no crash records" in err
+
+
+def test_garbage_and_truncated_records_are_archived(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import zlib
+
+    pstore = tmp_path / "pstore"
+    names = lab_fixture("6.1", "null", pstore)
+    text = (pstore / names[0]).read_bytes()
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    (pstore / "dmesg-ramoops-7.enc.z").write_bytes((c.compress(text) + c.flush())[:200])
+    (pstore / "dmesg-ramoops-8").write_bytes(os.urandom(3000))
+    (pstore / "dmesg-ramoops-9.enc.z").write_bytes(b"\xff\xfe" * 500)
+    rc, _, err = run(capsys, "collect", "--pstore", str(pstore), "--archive", str(tmp_path / "a"))
+    assert rc == 0, err
+    assert os.listdir(pstore) == []
+    assert len(archived_files(tmp_path / "a")) == 5
+    assert "dmesg-ramoops-7.enc.z: archived as is, but compressed data truncated" in err
+    assert "dmesg-ramoops-9.enc.z: archived as is, but cannot inflate" in err
+    rc, out, _ = run(capsys, "list", "--archive", str(tmp_path / "a"), "--pstore", str(pstore))
+    assert rc == 0 and out
+
+
+@pytest.mark.root
+def test_unreadable_record_is_skipped_not_erased(tmp_path: Path) -> None:
+    """Run as an unprivileged user so that mode 000 really means unreadable."""
+    pstore, archive = tmp_path / "pstore", tmp_path / "archive"
+    names = lab_fixture("6.1", "null", pstore)
+    os.chmod(pstore / names[0], 0)
+    os.chmod(tmp_path, 0o777)
+    for p in [pstore, *pstore.iterdir()]:
+        os.chown(p, 65534, 65534)
+    proc = subprocess.run(
+        [sys.executable, "-m", "memconsole", "collect", "--pstore", str(pstore),
+         "--archive", str(archive)], capture_output=True, text=True, user=65534,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")})
+    assert proc.returncode == 3, proc.stderr
+    assert f"{pstore / names[0]}: cannot read: Permission denied, skipping (not erased)" \
+        in proc.stderr
+    assert sorted(os.listdir(pstore)) == [names[0]]
+    assert archived_files(archive) == [names[1]]
+
+
+@pytest.mark.root
+def test_full_archive_disk_erases_nothing(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    pstore, archive = tmp_path / "pstore", tmp_path / "archive"
+    names = lab_fixture("6.12", "null", pstore)
+    archive.mkdir()
+    # A tmpfs with room for the directories but not for a 25 KiB record.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "memconsole-test", str(archive)],
+                   check=True)
+    try:
+        rc, _, err = run(capsys, "collect", "--pstore", str(pstore), "--archive", str(archive))
+    finally:
+        subprocess.run(["umount", str(archive)], check=True)
+    assert rc == 1
+    assert "archive disk is full (not erased)" in err
+    assert sorted(os.listdir(pstore)) == names
