@@ -806,9 +806,10 @@ def _is_ftrace_header(mv: memoryview, pos: int) -> bool:
             and version_code(_HEADER.unpack_from(mv, pos)[0]) is not None)
 
 
-def _progression(hits: list[int]) -> tuple[int, int, int]:
+def _progression(hits: list[int], mv: memoryview) -> tuple[int, int, int]:
     """Longest run base, base+Z, base+2Z... among *hits* (one missing header
-    allowed between two found ones).  Returns (base, Z, count)."""
+    allowed between two found ones, unless an ftrace header sits there).
+    Returns (base, Z, count)."""
     found = set(hits)
     best = (hits[0], 0, 1)
     for i, base in enumerate(hits[:4096]):
@@ -820,7 +821,7 @@ def _progression(hits: list[int]) -> tuple[int, int, int]:
             while count < 1 << 20:
                 if pos + z in found:
                     pos += z
-                elif pos + 2 * z in found:
+                elif pos + 2 * z in found and not _is_ftrace_header(mv, pos + z):
                     pos += 2 * z
                     count += 1
                 else:
@@ -892,7 +893,7 @@ def detect(image: Buffer, start: int = 0, end: int | None = None,
                          f"'DBGC') in bytes {start:#x}..{end:#x}; give --offset and the "
                          "geometry options, or --scan")
     notes: list[str] = []
-    base, z, count = _progression(hits)
+    base, z, count = _progression(hits, mv)
     found = set(hits)
     if count == 1:
         # A single dmesg zone: it ends where the next header starts.
