@@ -73,3 +73,24 @@ def test_crash_collect_list(lab, tmp_path: Path, release: str, action: str) -> N
     show = result.output("show.txt")
     assert show.startswith("Boot ") and " ended in a kernel panic: " in show.splitlines()[0]
     assert "Kernel panic - not syncing" in show
+
+
+@pytest.mark.parametrize("release", ["6.1", "6.12"])
+def test_two_crashed_boots_are_two_events(lab, tmp_path: Path, release: str) -> None:  # type: ignore[no-untyped-def]
+    """Boot 1 oopses (Oops#1 in zone 0, Panic#2 in zone 1), boot 2 panics by
+    sysrq (Panic#1 overwrites zone 0), boot 3 collects: slot order says boot 2
+    came first, the records' own times say otherwise."""
+    from memconsole.vmlab import Drill
+
+    result = lab.run(Drill(kernel_for(release), action="null", then=("sysrq",),
+                           stage2=CAPTURE + STAGE2), tmp_path / "drill")
+    assert result.boots == 3
+    assert result.output("collect.rc").strip() == "0"
+    events = [json.loads(line) for line in result.output("list.json").splitlines()]
+    assert [(e["kind"], e["comm"], e["panic_reason"], e["records"]) for e in events] == [
+        ("null-pointer", "insmod", "Fatal exception", ["dmesg-ramoops-1"]),
+        ("panic", "sh", "sysrq triggered crash", ["dmesg-ramoops-0"]),
+    ]
+    assert events[0]["boot"] != events[1]["boot"]
+    assert events[0]["time"] < events[1]["time"]
+    assert "sysrq triggered crash" in result.output("show.txt").splitlines()[0]

@@ -25,6 +25,8 @@ Kernel command-line facts used here are collected in docs/vmlab.md.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -34,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,6 +205,9 @@ class Drill:
         kernel: the kernel to boot.
         action: a key of :data:`CRASH_ACTIONS`, or ``None`` to let ``stage1``
             do the crashing.
+        then: crash actions for further boots: the guest crashes once per
+            boot, ``action`` first, and runs ``stage2`` on the boot after the
+            last crash (so records of several crashed boots meet in pstore).
         ramoops: module parameters and reserved range.
         stage1: shell run on the first boot before the trigger.
         stage2: shell run on the second boot; ``$OUT`` is the output
@@ -216,6 +221,7 @@ class Drill:
 
     kernel: Kernel
     action: str | None = "null"
+    then: tuple[str, ...] = ()
     ramoops: Ramoops = field(default_factory=Ramoops)
     stage1: str = ""
     stage2: str = ""
@@ -223,6 +229,11 @@ class Drill:
     memory_mb: int = 512
     extra_cmdline: tuple[str, ...] = ()
     timeout: float = 300.0
+
+    @property
+    def crashes(self) -> tuple[str | None, ...]:
+        """The crash of each crashing boot, in order."""
+        return (self.action, *self.then)
 
 
 @dataclass
@@ -279,7 +290,6 @@ class Lab:
                  progress: Callable[[str], None] | None = None) -> None:
         self.cache = cache or _default_cache()
         self.progress = progress or (lambda msg: print(f"lab: {msg}", file=sys.stderr))
-        self._lock = threading.Lock()
 
     # -- artefacts ---------------------------------------------------------
 
@@ -290,13 +300,22 @@ class Lab:
         key = hashlib.sha256(
             f"{kernel.release}:{busybox.stat().st_mtime_ns}:".encode() + recipe).hexdigest()[:16]
         path = self.cache / kernel.release / f"initramfs-{key}.cpio"
-        if not path.exists():
-            self.progress(f"building initramfs for {kernel.release}")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(build_initramfs(kernel.modules_dir, busybox))
-            tmp.replace(path)
+        with self._build_lock(kernel):
+            if not path.exists():
+                self.progress(f"building initramfs for {kernel.release}")
+                tmp = path.with_suffix(f".tmp{os.getpid()}")
+                tmp.write_bytes(build_initramfs(kernel.modules_dir, busybox))
+                tmp.replace(path)
         return path
+
+    @contextlib.contextmanager
+    def _build_lock(self, kernel: Kernel) -> Iterator[None]:
+        """Serialise builds for one kernel across processes (parallel tests)."""
+        directory = self.cache / kernel.release
+        directory.mkdir(parents=True, exist_ok=True)
+        with (directory / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def crashy(self, kernel: Kernel) -> Path:
         """Return the path of the ``crashy`` test module built for *kernel*."""
@@ -304,8 +323,12 @@ class Lab:
         digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
         build = self.cache / kernel.release / f"crashy-{digest}"
         ko = build / "crashy.ko"
-        if ko.exists():
-            return ko
+        with self._build_lock(kernel):
+            if not ko.exists():
+                self._build_crashy(kernel, sources, build, ko)
+        return ko
+
+    def _build_crashy(self, kernel: Kernel, sources: list[Path], build: Path, ko: Path) -> None:
         if not (kernel.headers / "Makefile").exists():
             raise LabError(f"no kernel headers at {kernel.headers}: "
                            f"install linux-headers-{kernel.release}")
@@ -320,7 +343,6 @@ class Lab:
         if proc.returncode != 0 or not ko.exists():
             raise LabError(f"building crashy.ko for {kernel.release} failed "
                            f"(make exit {proc.returncode})", _tail(proc.stdout + proc.stderr))
-        return ko
 
     # -- drills ------------------------------------------------------------
 
@@ -328,12 +350,19 @@ class Lab:
         python = shlex.quote(sys.executable)
         pkg_root = shlex.quote(str(Path(memconsole.__file__).resolve().parent.parent))
         modargs = " ".join(drill.ramoops.module_args())
-        trigger = ""
-        if drill.action is not None:
-            if drill.action not in CRASH_ACTIONS:
-                raise LabError(f"unknown crash action {drill.action!r} "
-                               f"(known: {', '.join(CRASH_ACTIONS)})")
-            trigger = CRASH_ACTIONS[drill.action].trigger
+        cases = []
+        for n, action in enumerate(drill.crashes, start=1):
+            setup = drill.stage1 if n == 1 else ""
+            cases.append(f"""    {n})
+        echo "memconsole-lab: stage 1 (crash {n}: {action or 'custom'}) on $(uname -r)"
+{setup}
+        echo "memconsole-lab: trigger"
+        {CRASH_ACTIONS[action].trigger if action else ""}
+        sleep 60
+        echo "memconsole-lab: stage 1 ended without a crash"
+        exit 1
+        ;;""")
+        final = len(drill.crashes) + 1
         return f"""#!/bin/sh
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONPATH={pkg_root} LANG=C.UTF-8
@@ -344,26 +373,27 @@ mc() {{ {python} -m memconsole "$@"; }}
 echo 1 > /proc/sys/kernel/sysrq
 if ! modprobe ramoops {modargs}; then echo "memconsole-lab: modprobe ramoops failed"; fi
 mountpoint -q /sys/fs/pstore || mount -t pstore pstore /sys/fs/pstore
-if [ ! -e /tmp/lab/boot1.done ]; then
-    echo "memconsole-lab: stage 1 on $(uname -r)"
-    : > /tmp/lab/boot1.done
+boot=$(( $(cat /tmp/lab/boot.count 2>/dev/null || echo 0) + 1 ))
+echo $boot > /tmp/lab/boot.count
+if [ $boot = 1 ]; then
     for p in /sys/module/ramoops/parameters/*; do
         echo "${{p##*/}}=$(cat $p)"
     done > "$OUT/ramoops-params.txt"
-    sync
-{drill.stage1}
-    echo "memconsole-lab: trigger"
-    {trigger}
-    sleep 60
-    echo "memconsole-lab: stage 1 ended without a crash"
-    exit 1
-else
-    echo "memconsole-lab: stage 2 on $(uname -r)"
-    : > /tmp/lab/boot2.started
-{drill.stage2}
-    echo $? > "$OUT/stage2.rc"
-    echo "memconsole-lab: stage 2 done"
 fi
+sync
+case $boot in
+{chr(10).join(cases)}
+    {final})
+        echo "memconsole-lab: stage 2 on $(uname -r)"
+{drill.stage2}
+        echo $? > "$OUT/stage2.rc"
+        echo "memconsole-lab: stage 2 done"
+        ;;
+    *)
+        echo "memconsole-lab: unexpected boot $boot"
+        exit 1
+        ;;
+esac
 sync
 """
 
@@ -373,9 +403,9 @@ sync
         if qemu is None:
             raise LabError("qemu-system-x86_64 not found: install qemu-system-x86 "
                            "(run scripts/bootstrap.sh)")
-        action_cmdline = CRASH_ACTIONS[drill.action].cmdline if drill.action else ()
-        cmdline = " ".join((*_BASE_CMDLINE, drill.ramoops.memmap(), *action_cmdline,
-                            *drill.extra_cmdline))
+        action_cmdline = [opt for a in drill.crashes if a for opt in CRASH_ACTIONS[a].cmdline]
+        cmdline = " ".join(dict.fromkeys((*_BASE_CMDLINE, drill.ramoops.memmap(),
+                                          *action_cmdline, *drill.extra_cmdline)))
         argv = [
             qemu, "-accel", "tcg", "-m", f"{drill.memory_mb}M", "-smp", "1",
             "-kernel", str(drill.kernel.vmlinuz), "-initrd", str(initrd),
@@ -392,8 +422,8 @@ sync
             argv.append("-no-reboot")
         return argv
 
-    def _run_qemu(self, argv: list[str], serial_log: Path, deadline: float, label: str
-                  ) -> tuple[int, int]:
+    def _run_qemu(self, argv: list[str], serial_log: Path, deadline: float, label: str,
+                  max_boots: int) -> tuple[int, int]:
         """Run one QEMU process to its end; return (exit code, boots seen)."""
         boots = 0
         with serial_log.open("ab") as log:
@@ -411,8 +441,8 @@ sync
                     if "Linux version" in line:
                         boots += 1
                         self.progress(f"{label}: kernel booting (boot {boots})")
-                        if boots > 2:
-                            # A drill is two boots; a third means a reboot loop.
+                        if boots > max_boots:
+                            # More boots than the drill has stages: a reboot loop.
                             proc.kill()
                     elif "memconsole-lab: stage" in line or "memconsole-lab: trigger" in line:
                         self.progress(f"{label}: {line.split('memconsole-lab: ', 1)[1].strip()}")
@@ -435,9 +465,13 @@ sync
     def run(self, drill: Drill, workdir: Path) -> DrillResult:
         """Run *drill* in *workdir* (created; any earlier drill there is
         cleared).  Raises :class:`LabError` with the serial tail on failure."""
+        for action in drill.crashes:
+            if action is not None and action not in CRASH_ACTIONS:
+                raise LabError(f"unknown crash action {action!r} "
+                               f"(known: {', '.join(CRASH_ACTIONS)})")
         initrd = self.initramfs(drill.kernel)
-        crashy = self.crashy(drill.kernel) if drill.action not in (None, "sysrq") or \
-            "$CRASHY" in drill.stage1 else None
+        needs_module = any(a not in (None, "sysrq") for a in drill.crashes)
+        crashy = self.crashy(drill.kernel) if needs_module or "$CRASHY" in drill.stage1 else None
         workdir = workdir.resolve()
         if workdir.exists():
             shutil.rmtree(workdir)
@@ -445,25 +479,36 @@ sync
         (workdir / "stage.sh").write_text(self._stage_script(drill, crashy))
         serial_log = workdir / "serial.log"
         deadline = time.monotonic() + drill.timeout
-        label = f"{drill.kernel.release} {drill.action or 'custom'}"
+        label = f"{drill.kernel.release} {'+'.join(a or 'custom' for a in drill.crashes)}"
+        expected = len(drill.crashes) + 1
         self.progress(f"{label}: starting QEMU (TCG) in {workdir}")
         region = None
-        rc, boots = self._run_qemu(self._qemu_argv(drill, workdir, initrd, drill.memfile),
-                                   serial_log, deadline, label)
         if drill.memfile:
+            # One QEMU process per crash (-no-reboot), then one for stage 2.
+            boots, rc = 0, 0
+            while boots < len(drill.crashes) and rc == 0:
+                rc, n = self._run_qemu(self._qemu_argv(drill, workdir, initrd, True),
+                                       serial_log, deadline, label, expected - boots)
+                boots += n
+                if n == 0:
+                    break
             region = self._read_region(drill, workdir)
-            if (workdir / "boot1.done").exists() and not (workdir / "boot2.started").exists():
+            if rc == 0 and self._boot_count(workdir) == len(drill.crashes):
                 self.progress(f"{label}: region captured; booting the same memory again")
-                rc2, more = self._run_qemu(self._qemu_argv(drill, workdir, initrd, False),
-                                           serial_log, deadline, label)
-                rc, boots = rc2, boots + more
+                rc, n = self._run_qemu(self._qemu_argv(drill, workdir, initrd, False),
+                                       serial_log, deadline, label, 1)
+                boots += n
+        else:
+            rc, boots = self._run_qemu(self._qemu_argv(drill, workdir, initrd, False),
+                                       serial_log, deadline, label, expected)
         serial = serial_log.read_text(errors="replace")
         result = DrillResult(workdir, serial, region, boots)
-        if boots > 2:
-            raise LabError(f"{label}: the guest rebooted more than once", _tail(serial))
+        if boots > expected:
+            raise LabError(f"{label}: the guest booted {boots} times, expected {expected}",
+                           _tail(serial))
         if rc != 0:
             raise LabError(f"{label}: QEMU exited with status {rc}", _tail(serial))
-        if not (workdir / "boot1.done").exists():
+        if self._boot_count(workdir) == 0:
             raise LabError(f"{label}: the guest never reached stage 1", _tail(serial))
         if "stage 1 ended without a crash" in serial:
             raise LabError(f"{label}: the crash trigger did not crash the guest", _tail(serial))
@@ -472,6 +517,13 @@ sync
                            _tail(serial))
         self.progress(f"{label}: done ({boots} boots)")
         return result
+
+    @staticmethod
+    def _boot_count(workdir: Path) -> int:
+        try:
+            return int((workdir / "boot.count").read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
 
     @staticmethod
     def _read_region(drill: Drill, workdir: Path) -> bytes:
