@@ -23,6 +23,7 @@ would exceed it fails, as zlib_inflate() does with Z_FINISH.
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from typing import Any, NamedTuple
@@ -62,6 +63,7 @@ def _inflate(data: bytes, wbits: int, max_out: int) -> bytes | None:
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def _optional(name: str) -> Any:
     try:
         return __import__(name)

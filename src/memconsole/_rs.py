@@ -293,34 +293,86 @@ class Codec:
                 out.append(blk)
         return out
 
-    def _bad_blocks_np(self, data: bytes | memoryview, parity: bytes | memoryview,
-                       count: int) -> list[int]:
+    def bad_blocks_at(self, buf: bytes | memoryview, data_offsets: list[int],
+                      parity_offsets: list[int]) -> list[int]:
+        """Like :meth:`bad_blocks` for 128-byte blocks scattered in *buf*:
+        block *i* is ``buf[data_offsets[i]:+128]`` with parity at
+        ``parity_offsets[i]``.  Returns the indices *i* that do not match.
+        One call covers every zone of a region, so numpy's per-call cost is
+        paid once."""
+        n = len(data_offsets)
+        if n == 0:
+            return []
+        if _np is None or n < 64:
+            e = self.nroots
+            tables = self._position_tables()
+            mv = memoryview(buf)
+            out: list[int] = []
+            for i, (d0, p0) in enumerate(zip(data_offsets, parity_offsets)):
+                acc = 0
+                for t, byte in zip(tables, mv[d0:d0 + BLOCK_SIZE]):
+                    acc ^= t[byte]
+                if acc != int.from_bytes(mv[p0:p0 + e], "big"):
+                    out.append(i)
+            return out
+        np = _np
+        arr = np.frombuffer(buf, dtype=np.uint8)
+        doffs = np.asarray(data_offsets, dtype=np.int64)
+        poffs = np.asarray(parity_offsets, dtype=np.int64)
+        res: list[int] = []
+        step = 1 << 16
+        for first in range(0, n, step):
+            d = doffs[first:first + step]
+            p = poffs[first:first + step]
+            cols = arr[d[None, :] + np.arange(BLOCK_SIZE, dtype=np.int64)[:, None]]
+            par = arr[p[:, None] + np.arange(self.nroots, dtype=np.int64)[None, :]]
+            res.extend(int(i) + first for i in self._mismatch_np(cols, par))
+        return res
+
+    def _np_tables(self) -> Any:
         np = _np
         assert np is not None
-        e = self.nroots
-        words = (e + 7) // 8
         if self._tables_np is None:
+            e = self.nroots
+            words = (e + 7) // 8
             tab = np.zeros((BLOCK_SIZE, 256, words * 8), dtype=np.uint8)
             for j, row in enumerate(self._position_tables()):
                 for v, val in enumerate(row):
                     tab[j, v, :e] = np.frombuffer(val.to_bytes(e, "big"), dtype=np.uint8)
             self._tables_np = tab.view(np.uint64).reshape(BLOCK_SIZE, 256, words)
-        tables = self._tables_np
+        return self._tables_np
+
+    def _mismatch_np(self, cols: Any, par: Any) -> Any:
+        """*cols*: (128, n) block bytes by position; *par*: (n, nroots) stored
+        parity.  Returns the indices whose recomputed parity differs."""
+        np = _np
+        assert np is not None
+        tables = self._np_tables()
+        e = self.nroots
+        words = tables.shape[2]
+        n = cols.shape[1]
+        acc = tables[0][cols[0]]
+        for j in range(1, BLOCK_SIZE):
+            acc ^= tables[j][cols[j]]
+        stored = np.zeros((n, words * 8), dtype=np.uint8)
+        stored[:, :e] = par
+        return np.flatnonzero((acc != stored.view(np.uint64)).any(axis=1))
+
+    def _bad_blocks_np(self, data: bytes | memoryview, parity: bytes | memoryview,
+                       count: int) -> list[int]:
+        np = _np
+        assert np is not None
+        e = self.nroots
         out: list[int] = []
         step = 1 << 16  # blocks per chunk: bounded temporaries (8 MiB of data)
         for first in range(0, count, step):
             n = min(step, count - first)
             blocks = np.frombuffer(data, dtype=np.uint8, count=n * BLOCK_SIZE,
                                    offset=first * BLOCK_SIZE).reshape(n, BLOCK_SIZE)
-            cols = np.ascontiguousarray(blocks.T)
-            acc = tables[0][cols[0]]
-            for j in range(1, BLOCK_SIZE):
-                acc ^= tables[j][cols[j]]
-            stored = np.zeros((n, words * 8), dtype=np.uint8)
-            stored[:, :e] = np.frombuffer(parity, dtype=np.uint8, count=n * e,
-                                          offset=first * e).reshape(n, e)
-            diff = (acc != stored.view(np.uint64)).any(axis=1)
-            out.extend(int(i) + first for i in np.flatnonzero(diff))
+            par = np.frombuffer(parity, dtype=np.uint8, count=n * e,
+                                offset=first * e).reshape(n, e)
+            out.extend(int(i) + first
+                       for i in self._mismatch_np(np.ascontiguousarray(blocks.T), par))
         return out
 
 

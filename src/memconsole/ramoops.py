@@ -360,8 +360,11 @@ class ZoneResult(NamedTuple):
     data: bytes
 
 
-def decode_zone(region: Buffer, spec: ZoneSpec, ecc_size: int = 0) -> ZoneResult:
-    """Check, correct and reassemble one zone of *region*."""
+def decode_zone(region: Buffer, spec: ZoneSpec, ecc_size: int = 0,
+                suspects: list[int] | None = None) -> ZoneResult:
+    """Check, correct and reassemble one zone of *region*.  *suspects*, when
+    given, are the full ECC blocks already found not to match their parity
+    (see :func:`decode`); the others are taken as clean."""
     where = f"zone {spec.index} ({spec.label}) at {spec.offset:#x}"
     avail = len(region) - spec.offset
     if avail < spec.size:
@@ -409,7 +412,7 @@ def decode_zone(region: Buffer, spec: ZoneSpec, ecc_size: int = 0) -> ZoneResult
     if hdr.start > hdr.size:
         return result(ZoneStatus.INVALID, f"{where}: start {hdr.start} > size {hdr.size}")
     if ecc_size:
-        c, b = _correct_blocks(zone, lay, ecc_size, hdr.size)
+        c, b = _correct_blocks(zone, lay, ecc_size, hdr.size, suspects)
         corrected += c
         bad += b
     data = zone[HEADER_SIZE:data_end]
@@ -418,19 +421,22 @@ def decode_zone(region: Buffer, spec: ZoneSpec, ecc_size: int = 0) -> ZoneResult
     return result(ZoneStatus.OK, "", old)
 
 
-def _correct_blocks(zone: bytearray, lay: EccLayout, ecc_size: int, size: int
-                    ) -> tuple[int, int]:
+def _correct_blocks(zone: bytearray, lay: EccLayout, ecc_size: int, size: int,
+                    suspects: list[int] | None = None) -> tuple[int, int]:
     """persistent_ram_ecc_old(): check each 128-byte block that starts below
     the header's ``size``, correcting in place; return (corrected, bad)."""
     bs = _rs.BLOCK_SIZE
     codec = _rs.codec(ecc_size)
     nblocks = -(-size // bs)
     full = min(nblocks, lay.capacity // bs)
-    mv = memoryview(zone)
-    data = mv[HEADER_SIZE:HEADER_SIZE + full * bs]
-    par = mv[lay.par_buffer:lay.par_buffer + full * ecc_size]
-    suspects = codec.bad_blocks(data, par, full)
-    del data, par, mv
+    if suspects is None:
+        mv = memoryview(zone)
+        data = mv[HEADER_SIZE:HEADER_SIZE + full * bs]
+        par = mv[lay.par_buffer:lay.par_buffer + full * ecc_size]
+        suspects = codec.bad_blocks(data, par, full)
+        del data, par, mv
+    else:
+        suspects = [b for b in suspects if b < full]
     suspects.extend(range(full, nblocks))  # the short last block, if any
     corrected = bad = 0
     for blk in suspects:
@@ -692,6 +698,43 @@ def _salvage(z: ZoneResult, geom: Geometry, cap: int) -> Record | None:
                   note + "; ring start unknown, bytes in memory order")
 
 
+def _batch_suspects(region: Buffer, specs: tuple[ZoneSpec, ...], ecc: int
+                    ) -> dict[int, list[int]]:
+    """Check the full ECC blocks of every zone in one pass (numpy pays its
+    per-call cost once): {zone index: blocks whose parity does not match}.
+    Which blocks count depends on each header's size, so headers are read
+    (and ECC-corrected) first, as decode_zone() will read them."""
+    if not ecc:
+        return {}
+    codec = _rs.codec(ecc)
+    bs = _rs.BLOCK_SIZE
+    doffs: list[int] = []
+    poffs: list[int] = []
+    owner: list[tuple[int, int]] = []
+    for spec in specs:
+        if len(region) - spec.offset < spec.size:
+            continue
+        lay = ecc_layout(spec.size, ecc, spec)
+        raw = bytes(region[spec.offset:spec.offset + HEADER_SIZE])
+        ph = spec.offset + lay.par_header
+        res = codec.decode(raw, bytes(region[ph:ph + ecc]))
+        hdr = parse_header(res.data if res.corrected > 0 else raw)
+        if hdr.size > lay.capacity or hdr.start > hdr.size:
+            continue
+        full = min(-(-hdr.size // bs), lay.capacity // bs)
+        base_d = spec.offset + HEADER_SIZE
+        base_p = spec.offset + lay.par_buffer
+        for b in range(full):
+            doffs.append(base_d + b * bs)
+            poffs.append(base_p + b * ecc)
+            owner.append((spec.index, b))
+    out: dict[int, list[int]] = {s.index: [] for s in specs}
+    for i in codec.bad_blocks_at(region, doffs, poffs):
+        zi, b = owner[i]
+        out[zi].append(b)
+    return out
+
+
 def decode(region: Buffer, geom: Geometry, *, scan: bool = False,
            progress: Progress | None = None) -> Decoded:
     """Decode every zone of *region* (the ramoops region itself, offset 0)
@@ -703,8 +746,10 @@ def decode(region: Buffer, geom: Geometry, *, scan: bool = False,
     specs = layout(geom)
     results: list[ZoneResult] = []
     total = specs[-1].offset + specs[-1].size if specs else 0
+    suspects = _batch_suspects(region, specs, geom.ecc_size)
     for spec in specs:
-        results.append(decode_zone(region, spec, geom.ecc_size))
+        results.append(decode_zone(region, spec, geom.ecc_size,
+                                   suspects.get(spec.index) if suspects else None))
         if progress is not None:
             progress(spec.offset + spec.size, total)
     zones = tuple(results)

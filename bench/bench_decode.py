@@ -1,0 +1,178 @@
+"""Benchmark ``memconsole decode`` on a large ECC-protected ramoops region.
+
+    PYTHONPATH=src python3 bench/bench_decode.py [--size 64M] [--ecc 16] [--record-size 16K]
+
+Builds a region of --size bytes whose every dmesg zone is full (a compressed
+record of real 6.12 panic text from tests/fixtures/ramoops, padded to the
+zone capacity, RS parity written as the kernel writes it), then times, in one
+run on the same file:
+
+1. ``cat IMAGE > /dev/null`` (page cache warm): the I/O floor;
+2. ``memconsole decode IMAGE --out DIR`` as a subprocess (geometry given,
+   every block checked, records decompressed and written);
+3. the same decode with numpy hidden (pure-Python ECC check), on a slice;
+4. the pure-Python ``reedsolo`` package checking the same 144-byte codewords
+   (``RSCodec.check``), timed on a sample of blocks and reported as MB/s of
+   region data.
+
+Prints a Markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from memconsole import _rs  # noqa: E402
+from memconsole.ramoops import Geometry, ZoneKind, ecc_layout, layout  # noqa: E402
+
+
+def _size(text: str) -> int:
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(text[:-1]) * mult[text[-1]] if text[-1] in mult else int(text, 0)
+
+
+def _zone(size: int, ecc: int, sig_xor: int = 0, payload: bytes = b"") -> bytes:
+    lay = ecc_layout(size, ecc)
+    zone = bytearray(size)
+    zone[12:12 + len(payload)] = payload
+    zone[0:12] = ((0x43474244 ^ sig_xor).to_bytes(4, "little")
+                  + len(payload).to_bytes(4, "little") + len(payload).to_bytes(4, "little"))
+    if len(payload) == lay.capacity:
+        zone[4:8] = (0).to_bytes(4, "little")  # full ring: start wrapped to 0
+    codec = _rs.codec(ecc)
+    for blk in range(lay.blocks):
+        d0 = 12 + blk * 128
+        d1 = min(d0 + 128, 12 + lay.capacity)
+        zone[lay.par_buffer + blk * ecc:lay.par_buffer + (blk + 1) * ecc] = \
+            codec.parity_fast(zone[d0:d1])
+    zone[lay.par_header:lay.par_header + ecc] = codec.encode(zone[:12])
+    return bytes(zone)
+
+
+def build(size: int, ecc: int, record_size: int) -> tuple[bytes, Geometry]:
+    geom = Geometry.from_params(size, record_size, ecc=ecc)
+    zones = layout(geom)
+    dz = zones[0]
+    cap = ecc_layout(dz.size, ecc).capacity
+    src = gzip.decompress((ROOT / "tests/fixtures/ramoops/k612-null-defaults/pstore/"
+                           "dmesg-ramoops-1.gz").read_bytes())
+    header = b"====1795670420.253017-C\n"
+    lines = src.splitlines(keepends=True)
+    def stream(n: int) -> bytes:
+        c = zlib.compressobj(6, zlib.DEFLATED, -12, 4)
+        return c.compress(b"".join(lines[j % len(lines)] for j in range(n))) + c.flush()
+
+    lo, hi = 1, 64 * len(lines)  # the longest text whose stream fits the zone
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(header) + len(stream(mid)) <= cap:
+            lo = mid
+        else:
+            hi = mid - 1
+    payload = header + stream(lo)
+    dmesg = _zone(dz.size, ecc, 0, payload)
+    out = bytearray()
+    for z in zones:
+        if z.kind is ZoneKind.DMESG:
+            out += dmesg
+        else:
+            out += _zone(z.size, ecc, 0x060C75 if z.kind is ZoneKind.FTRACE else 0)
+    out += bytes(size - len(out))
+    return bytes(out), geom
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    t = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - t
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=_size, default=64 << 20)
+    ap.add_argument("--ecc", type=int, default=16)
+    ap.add_argument("--record-size", type=_size, default=16 << 10)
+    ap.add_argument("--reedsolo-blocks", type=int, default=3000)
+    ap.add_argument("--pure-python-size", type=_size, default=8 << 20)
+    args = ap.parse_args()
+    mib = args.size / 2**20
+    print(f"building a {mib:.0f} MiB region, ecc {args.ecc}, record_size "
+          f"{args.record_size} ...", file=sys.stderr)
+    region, geom = build(args.size, args.ecc, args.record_size)
+    rows: list[tuple[str, float, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        image = Path(tmp) / "region.img"
+        image.write_bytes(region)
+        subprocess.run(["cat", str(image)], stdout=subprocess.DEVNULL, check=True)  # warm
+        t = min(timed(["sh", "-c", f"cat {image} > /dev/null"]) for _ in range(3))
+        rows.append(("cat IMAGE > /dev/null", t, args.size / t))
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+        opts = ["--mem-size", str(args.size), "--record-size", str(args.record_size),
+                "--ecc", str(args.ecc), "--zone-order", "6.2", "--ftrace-cpus", "1"]
+        cmd = [sys.executable, "-m", "memconsole", "decode", str(image), *opts]
+        t = min(timed([*cmd, "--out", str(Path(tmp) / f"out{i}")], env) for i in range(2))
+        rows.append(("memconsole decode --out (numpy)" if _rs.have_numpy()
+                     else "memconsole decode --out (no numpy)", t, args.size / t))
+        # Pure-Python ECC check on a slice (numpy hidden from the child).
+        small = min(args.pure_python_size, args.size)
+        sregion, _ = build(small, args.ecc, args.record_size)
+        simage = Path(tmp) / "small.img"
+        simage.write_bytes(sregion)
+        hide = Path(tmp) / "hide"
+        (hide / "numpy").mkdir(parents=True)
+        (hide / "numpy" / "__init__.py").write_text("raise ImportError('hidden')\n")
+        env2 = dict(os.environ, PYTHONPATH=f"{hide}:{ROOT / 'src'}")
+        sopts = ["--mem-size", str(small), "--record-size", str(args.record_size),
+                 "--ecc", str(args.ecc), "--zone-order", "6.2", "--ftrace-cpus", "1"]
+        t = timed([sys.executable, "-m", "memconsole", "decode", str(simage), *sopts,
+                   "--out", str(Path(tmp) / "outpy")], env2)
+        rows.append((f"memconsole decode --out, pure Python ({small >> 20} MiB)", t, small / t))
+    try:
+        import reedsolo
+    except ImportError:
+        print("reedsolo not installed: pip install reedsolo", file=sys.stderr)
+    else:
+        rsc = reedsolo.RSCodec(nsym=args.ecc, nsize=255, fcr=0, prim=0x11D, generator=2,
+                               c_exp=8)
+        zone0 = layout(geom)[0]
+        lay = ecc_layout(zone0.size, args.ecc)
+        words = []
+        for blk in range(min(args.reedsolo_blocks, lay.blocks * 50)):
+            z, b = divmod(blk, lay.blocks - 1)
+            base = z * zone0.size
+            d0 = base + 12 + b * 128
+            p0 = base + lay.par_buffer + b * args.ecc
+            words.append(region[d0:d0 + 128] + region[p0:p0 + args.ecc])
+        t = time.perf_counter()
+        for w in words:
+            assert rsc.check(w)[0]
+        t = time.perf_counter() - t
+        rate = len(words) * 128 / t
+        rows.append((f"reedsolo RSCodec.check ({len(words)} blocks, extrapolated)",
+                     args.size / rate, rate))
+    print(f"\n{mib:.0f} MiB region, ecc {args.ecc} (every 128-byte block checked), "
+          f"record_size {args.record_size}, Python {sys.version.split()[0]}, "
+          f"numpy {'yes' if _rs.have_numpy() else 'no'}\n")
+    print("| what | seconds | MB/s |")
+    print("|---|---:|---:|")
+    for what, secs, rate in rows:
+        print(f"| {what} | {secs:.2f} | {rate / 1e6:.1f} |")
+    dec = rows[1][2]
+    if len(rows) > 3:
+        print(f"\ndecode vs reedsolo: {dec / rows[3][2]:.0f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
