@@ -141,16 +141,15 @@ def test_garbage_and_truncated_records_are_archived(tmp_path: Path,
 
 @pytest.mark.root
 def test_unreadable_record_is_skipped_not_erased(tmp_path: Path) -> None:
-    """Run as an unprivileged user so that mode 000 really means unreadable."""
+    """Mode 000 is unreadable only without CAP_DAC_OVERRIDE: run collect as root
+    with that capability (and DAC_READ_SEARCH) removed from its bounding set."""
     pstore, archive = tmp_path / "pstore", tmp_path / "archive"
     names = lab_fixture("6.1", "null", pstore)
     os.chmod(pstore / names[0], 0)
-    os.chmod(tmp_path, 0o777)
-    for p in [pstore, *pstore.iterdir()]:
-        os.chown(p, 65534, 65534)
     proc = subprocess.run(
-        [sys.executable, "-m", "memconsole", "collect", "--pstore", str(pstore),
-         "--archive", str(archive)], capture_output=True, text=True, user=65534,
+        ["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+         sys.executable, "-m", "memconsole", "collect", "--pstore", str(pstore),
+         "--archive", str(archive)], capture_output=True, text=True, check=False,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")})
     assert proc.returncode == 3, proc.stderr
     assert f"{pstore / names[0]}: cannot read: Permission denied, skipping (not erased)" \

@@ -97,3 +97,37 @@ def test_garbage_enc_z_keeps_raw_bytes() -> None:
     rec = decode_record("dmesg-ramoops-1.enc.z", garbage, 5)
     assert rec.raw == garbage and rec.text == b""
     assert rec.problem and "cannot inflate" in rec.problem
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(["dmesg-ramoops-0", "dmesg-ramoops-3.enc.z", "console-ramoops-0",
+                             "weird", "dmesg-efi-1.enc.z"]),
+       raw=st.binary(max_size=4096))
+def test_any_bytes_give_a_record(name: str, raw: bytes) -> None:
+    """Arbitrary content never raises: it gives a record, maybe with a problem."""
+    rec = decode_record(name, raw, 0)
+    assert rec.raw == raw
+    if rec.kind.compressed:
+        if rec.problem is None:  # then it was a complete deflate stream
+            payload = split_ecc_trailer(raw)[0]
+            try:
+                expected = zlib.decompress(payload, -15)
+            except zlib.error:
+                expected = zlib.decompress(payload)
+            assert rec.text == expected
+        else:
+            assert rec.text == b"" or "truncated" in rec.problem
+    else:
+        assert raw.startswith(rec.text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_any_name_parses_or_is_none(name: str) -> None:
+    parsed = parse_name(name)
+    if parsed is not None:
+        assert name.startswith(parsed.type + "-")

@@ -94,3 +94,29 @@ def test_two_crashed_boots_are_two_events(lab, tmp_path: Path, release: str) -> 
     assert events[0]["boot"] != events[1]["boot"]
     assert events[0]["time"] < events[1]["time"]
     assert "sysrq triggered crash" in result.output("show.txt").splitlines()[0]
+
+
+def test_collect_after_systemd_pstore(lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """systemd-pstore (the real binary, run in the rebooted guest) moves the
+    records to /var/lib/systemd/pstore first; collect archives them from there
+    and leaves systemd's copies alone."""
+    from memconsole.vmlab import Drill
+
+    stage2 = """
+    /lib/systemd/systemd-pstore; echo $? > "$OUT/systemd-pstore.rc"
+    ls /var/lib/systemd/pstore > "$OUT/systemd.ls"
+    mc collect --json > "$OUT/collect.json" 2> "$OUT/collect.err"; echo $? > "$OUT/collect.rc"
+    ls /var/lib/systemd/pstore > "$OUT/systemd-after.ls"
+    mc list --json > "$OUT/list.json"
+"""
+    result = lab.run(Drill(kernel_for("6.1"), action="sysrq", stage2=stage2), tmp_path / "d")
+    assert result.output("systemd-pstore.rc").strip() == "0"
+    moved = result.output("systemd.ls").split()
+    assert "dmesg-ramoops-0" in moved and "dmesg.txt" in moved
+    assert result.output("collect.rc").strip() == "0", result.output("collect.err")
+    (entry,) = [json.loads(x) for x in result.output("collect.json").splitlines()]
+    assert entry["status"] == "archived" and entry["erased"] is False
+    assert entry["path"] == "/var/lib/systemd/pstore/dmesg-ramoops-0"
+    assert result.output("systemd-after.ls").split() == moved
+    (event,) = [json.loads(x) for x in result.output("list.json").splitlines()]
+    assert event["kind"] == "panic" and event["panic_reason"] == "sysrq triggered crash"

@@ -69,7 +69,8 @@ def pstore_sources(args: argparse.Namespace, command: str) -> list[PstoreSource]
         if not args.pstore.is_dir():
             what = "is not a directory" if args.pstore.exists() else "does not exist"
             raise ConfigError(f"pstore directory {args.pstore} {what}")
-        return [PstoreSource(args.pstore, True)]
+        # Never delete from systemd-pstore's archive, even when named explicitly.
+        return [PstoreSource(args.pstore, args.pstore.resolve() != SYSTEMD_PSTORE_DIR)]
     sources = []
     if DEFAULT_PSTORE_DIR.is_dir() and os.path.ismount(DEFAULT_PSTORE_DIR):
         sources.append(PstoreSource(DEFAULT_PSTORE_DIR, True))

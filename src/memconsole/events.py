@@ -18,6 +18,7 @@ the boot that ended last; they join the newest boot.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,6 +32,7 @@ __all__ = ["Boot", "CrashEvent", "Dump", "boot_id_for", "group_boots", "group_ev
 # Panic under panic_on_oops) within a few seconds.
 _PART_WINDOW_NS = 2 * 10**9
 _PANIC_JOIN_WINDOW_NS = 60 * 10**9
+_OUTCOME_RE = re.compile(r"^kernel (?:panic|oops|crash): ", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,9 @@ class CrashEvent:
             what = "an unexplained stop"
         if self.report is None:
             return f"Boot {self.boot} ended in {what}: {self.headline}."
-        return f"Boot {self.boot} ended in {what}: {oops.describe(self.report)}."
+        # describe() may name the outcome itself ("kernel panic: ..."): say it once.
+        detail = _OUTCOME_RE.sub("", oops.describe(self.report))
+        return f"Boot {self.boot} ended in {what}: {detail}."
 
     def to_json(self) -> dict[str, object]:
         """The ``memconsole list --json`` object of this event."""
