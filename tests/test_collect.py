@@ -113,7 +113,7 @@ def test_empty_pstore_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     (tmp_path / "pstore").mkdir()
     args = ("--pstore", str(tmp_path / "pstore"), "--archive", str(tmp_path / "a"))
     rc, _, err = run(capsys, "collect", *args)
-    assert rc == 0 and "no pstore records" in err
+    assert rc == 4 and "no pstore records" in err
     rc, out, err = run(capsys, "show", *args)
     assert rc == 4 and out == "" and "no crash records" in err
 

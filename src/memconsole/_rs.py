@@ -270,6 +270,54 @@ class Codec:
             acc ^= t[byte]
         return acc.to_bytes(self.nroots, "big")
 
+    def check(self, data: bytes | bytearray | memoryview,
+              parity: bytes | bytearray | memoryview) -> bool:
+        """True when *parity* is the parity of *data* (at most 128 bytes):
+        the cheap test before :meth:`decode`."""
+        return self.parity_fast(bytes(data)) == bytes(parity)
+
+    def bad_blocks_runs(self, buf: bytes | memoryview,
+                        runs: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+        """Check runs of consecutive 128-byte blocks in *buf*: run *r* is
+        ``(data_offset, parity_offset, count)``.  Returns (run, block) pairs
+        whose parity does not match."""
+        runs = [r for r in runs if r[2] > 0]
+        if not runs:
+            return []
+        total = sum(r[2] for r in runs)
+        if _np is None or total < 64:
+            doffs: list[int] = []
+            poffs: list[int] = []
+            owner: list[tuple[int, int]] = []
+            for ri, (d0, p0, cnt) in enumerate(runs):
+                for b in range(cnt):
+                    doffs.append(d0 + b * BLOCK_SIZE)
+                    poffs.append(p0 + b * self.nroots)
+                    owner.append((ri, b))
+            return [owner[i] for i in self.bad_blocks_at(buf, doffs, poffs)]
+        np = _np
+        e = self.nroots
+        arr = np.frombuffer(buf, dtype=np.uint8)
+        owner = [(ri, b) for ri, r in enumerate(runs) for b in range(r[2])]
+        out: list[tuple[int, int]] = []
+        step = 1 << 16  # blocks per batch: bounded temporaries
+        i = done = 0
+        while i < len(runs):
+            batch, n = [], 0
+            while i < len(runs) and (n == 0 or n + runs[i][2] <= step):
+                batch.append(runs[i])
+                n += runs[i][2]
+                i += 1
+            base = done
+            done += n
+            # Runs are contiguous in memory: views and one copy, no index arrays.
+            blocks = np.concatenate([arr[d:d + c * BLOCK_SIZE].reshape(c, BLOCK_SIZE)
+                                     for d, _, c in batch])
+            par = np.concatenate([arr[p:p + c * e].reshape(c, e) for _, p, c in batch])
+            for j in self._mismatch_np(np.ascontiguousarray(blocks.T), par):
+                out.append(owner[base + int(j)])
+        return out
+
     def bad_blocks(self, data: bytes | memoryview, parity: bytes | memoryview,
                    count: int) -> list[int]:
         """Indices of the first *count* 128-byte blocks of *data* whose
@@ -316,9 +364,14 @@ class Codec:
                     out.append(i)
             return out
         np = _np
+        return self._bad_at_np(buf, np.asarray(data_offsets, dtype=np.int64),
+                               np.asarray(parity_offsets, dtype=np.int64))
+
+    def _bad_at_np(self, buf: bytes | memoryview, doffs: Any, poffs: Any) -> list[int]:
+        np = _np
+        assert np is not None
+        n = len(doffs)
         arr = np.frombuffer(buf, dtype=np.uint8)
-        doffs = np.asarray(data_offsets, dtype=np.int64)
-        poffs = np.asarray(parity_offsets, dtype=np.int64)
         res: list[int] = []
         step = 1 << 16
         for first in range(0, n, step):

@@ -35,8 +35,8 @@ def add_pstore_arg(parser: argparse.ArgumentParser) -> None:
     """``--pstore DIR``."""
     parser.add_argument(
         "--pstore", metavar="DIR", type=Path,
-        help=f"read records from DIR instead of {DEFAULT_PSTORE_DIR} "
-        f"(and {SYSTEMD_PSTORE_DIR}, where systemd-pstore moves them)")
+        help=f"read records from DIR only (default: {DEFAULT_PSTORE_DIR} and "
+        f"{SYSTEMD_PSTORE_DIR}, where systemd-pstore moves them)")
 
 
 def add_archive_arg(parser: argparse.ArgumentParser) -> None:
@@ -110,8 +110,8 @@ def all_events(args: argparse.Namespace, command: str) -> list[CrashEvent]:
     archive = Archive(args.archive)
     events: list[CrashEvent] = []
     archived = archive.known_hashes() if archive.exists() else {}
-    for boot in archive.boots():
-        events += group_events(boot, archive.load(boot))
+    for boot_id in archive.boots():
+        events += group_events(boot_id, archive.load(boot_id))
     pending, failures = read_sources(pstore_sources(args, command))
     for failure in failures:
         warn(command, f"{failure.path}: {failure.reason}, skipping")

@@ -14,7 +14,7 @@ from memconsole.events import group_boots
 
 __all__ = ["register", "run"]
 
-EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 3
+EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_DATA_MISSING = 0, 1, 3, 4
 
 
 def register(sub: Any) -> None:
@@ -23,9 +23,9 @@ def register(sub: Any) -> None:
         "collect", help="archive pstore records per boot, then erase them",
         description="Copy every pstore record into a per-boot directory of the archive "
         "(temp file, fsync, rename, fsync directory) and only then erase it from pstore. "
-        "Running it twice never duplicates a record.  Exit status 0: everything archived "
-        "(or nothing to do); 3: some records could not be read, archived or erased "
-        "(each is named on stderr); 1: nothing could be done.")
+        "Running it twice never duplicates a record.  Exit status 0: everything archived"
+        "; 4: there was nothing to collect; 3: some records could not be read, archived or "
+        "erased (each is named on stderr); 1: nothing could be done.")
     add_pstore_arg(p)
     add_archive_arg(p)
     p.add_argument("--keep", action="store_true",
@@ -85,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
         for item in results:
             sys.stdout.write(json.dumps(item) + "\n")
     if not pending and not failures:
-        print("memconsole collect: no pstore records to collect", file=sys.stderr)
+        where = ", ".join(str(s.path) for s in sources) or "no pstore directory"
+        print(f"memconsole collect: no pstore records to collect ({where})", file=sys.stderr)
+        return EXIT_DATA_MISSING
     else:
         print(f"memconsole collect: {archived} archived, {duplicates} already archived, "
               f"{len(results) - archived - duplicates} failed, into {archive.root}",

@@ -207,14 +207,11 @@ def _json(rec: Record) -> str:
 
 
 def _write(out: Path, rec: Record) -> None:
-    """Durable write: temporary file, fsync, rename."""
-    final = out / rec.name
+    """Atomic write (temporary file, rename).  No fsync: decode deletes
+    nothing, so a crash loses only output that can be made again."""
     tmp = out / f".{rec.name}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(rec.content)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    tmp.write_bytes(rec.content)
+    os.replace(tmp, out / rec.name)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -378,13 +378,14 @@ def decode_zone(region: Buffer, spec: ZoneSpec, ecc_size: int = 0,
         codec = _rs.codec(ecc_size)
         # persistent_ram_init_ecc(): the header is decoded (and corrected in
         # place) before persistent_ram_post_init() looks at the signature.
-        res = codec.decode(zone[:HEADER_SIZE],
-                           zone[lay.par_header:lay.par_header + ecc_size])
-        if res.corrected > 0:
-            corrected += res.corrected
-            zone[:HEADER_SIZE] = res.data
-        elif res.corrected < 0:
-            bad += 1
+        hpar = zone[lay.par_header:lay.par_header + ecc_size]
+        if not codec.check(zone[:HEADER_SIZE], hpar):
+            res = codec.decode(zone[:HEADER_SIZE], hpar)
+            if res.corrected > 0:
+                corrected += res.corrected
+                zone[:HEADER_SIZE] = res.data
+            elif res.corrected < 0:
+                bad += 1
     hdr = parse_header(zone)
     data_end = HEADER_SIZE + lay.capacity
 
@@ -443,6 +444,8 @@ def _correct_blocks(zone: bytearray, lay: EccLayout, ecc_size: int, size: int,
         d0 = HEADER_SIZE + blk * bs
         d1 = min(d0 + bs, HEADER_SIZE + lay.capacity)
         p0 = lay.par_buffer + blk * ecc_size
+        if blk >= full and codec.check(zone[d0:d1], zone[p0:p0 + ecc_size]):
+            continue  # the short last block is clean
         res = codec.decode(zone[d0:d1], zone[p0:p0 + ecc_size])
         if res.corrected > 0:
             corrected += res.corrected
@@ -708,30 +711,28 @@ def _batch_suspects(region: Buffer, specs: tuple[ZoneSpec, ...], ecc: int
         return {}
     codec = _rs.codec(ecc)
     bs = _rs.BLOCK_SIZE
-    doffs: list[int] = []
-    poffs: list[int] = []
-    owner: list[tuple[int, int]] = []
+    runs: list[tuple[int, int, int]] = []
+    owners: list[int] = []
     for spec in specs:
         if len(region) - spec.offset < spec.size:
             continue
         lay = ecc_layout(spec.size, ecc, spec)
         raw = bytes(region[spec.offset:spec.offset + HEADER_SIZE])
         ph = spec.offset + lay.par_header
-        res = codec.decode(raw, bytes(region[ph:ph + ecc]))
-        hdr = parse_header(res.data if res.corrected > 0 else raw)
+        par = bytes(region[ph:ph + ecc])
+        if not codec.check(raw, par):
+            res = codec.decode(raw, par)
+            raw = res.data if res.corrected > 0 else raw
+        hdr = parse_header(raw)
         if hdr.size > lay.capacity or hdr.start > hdr.size:
             continue
         full = min(-(-hdr.size // bs), lay.capacity // bs)
-        base_d = spec.offset + HEADER_SIZE
-        base_p = spec.offset + lay.par_buffer
-        for b in range(full):
-            doffs.append(base_d + b * bs)
-            poffs.append(base_p + b * ecc)
-            owner.append((spec.index, b))
+        runs.append((spec.offset + HEADER_SIZE, spec.offset + lay.par_buffer, full))
+        owners.append(spec.index)
     out: dict[int, list[int]] = {s.index: [] for s in specs}
-    for i in codec.bad_blocks_at(region, doffs, poffs):
-        zi, b = owner[i]
-        out[zi].append(b)
+    live = [i for i, r in enumerate(runs) if r[2] > 0]
+    for ri, b in codec.bad_blocks_runs(region, [runs[i] for i in live]):
+        out[owners[live[ri]]].append(b)
     return out
 
 
