@@ -1,0 +1,439 @@
+"""Line grammar of Linux kernel crash reports (private to :mod:`memconsole.oops`).
+
+Everything here works on one line of kernel log text, as ``bytes``, and never
+on more: the parser in :mod:`memconsole.oops` walks the log line by line and
+asks these helpers what a line is.  Each pattern names the kernel function
+that prints the text it matches; kernel differences are handled by accepting
+every known spelling, newest first.
+
+Every regular expression is anchored, uses bounded repetition only and has no
+nested quantifiers, so matching one line costs time linear in its length; the
+parser additionally cuts lines to :data:`MAX_LINE` bytes before matching.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+__all__: list[str] = []  # private module: nothing is exported
+
+# printk records are at most 1024 bytes of text (PRINTKRB_RECORD_MAX /
+# LOG_LINE_MAX in kernel/printk/printk.c); prefixes added by syslog or the
+# journal come on top.  Longer "lines" are not kernel output and are only
+# looked at up to this length.
+MAX_LINE = 4096
+
+# --------------------------------------------------------------------------
+# Line prefixes
+# --------------------------------------------------------------------------
+
+# syslog / kern.log / journalctl short(-precise, -iso): "Jan 12 19:08:41 host kernel: ",
+# "Apr 15 13:58:08.549417 host kernel: ", "2022-01-15T23:50:16.58+01:00 host kernel: ".
+# Month names may be localised (non-ASCII), the host may be missing.
+_SYSLOG = re.compile(
+    rb"(?:[A-Za-z\x80-\xff]{3,12}\.? {1,2}\d{1,2} \d\d:\d\d:\d\d(?:\.\d{1,9})?"
+    rb"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?(?:[+-]\d\d:?\d\d|Z)?)"
+    rb" (?:[^\s\[]{1,64} )?kernel: ?"
+)
+# dmesg -T: "[Wed Dec 19 03:36:07 2018] "
+_DMESG_T = re.compile(rb"\[[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\] ?")
+# syslog level as /dev/kmsg and pstore's kmsg_dump_get_buffer(syslog=true) print it:
+# "<4>" (fs/pstore/platform.c pstore_dump(), kernel/printk/printk.c info_print_prefix()).
+_LEVEL = re.compile(rb"<(\d{1,3})>")
+# kernel/printk/printk.c print_time(): "[%5lu.%06lu]".
+_STAMP = re.compile(rb"\[ {0,12}(\d{1,10})\.(\d{1,9})\]")
+# kernel/printk/printk.c print_caller() (CONFIG_PRINTK_CALLER): "[%6s]" of "T%u"/"C%u",
+# printed right after the time stamp, with or without a space in between.
+_CALLER = re.compile(rb" ?\[ {0,10}([TC]\d{1,10})\]")
+# journalctl -o short-monotonic: "[   12.345678] host kernel: ".
+_MONO_HOST = re.compile(rb"(?:[^\s\[]{1,64} )?kernel: ")
+
+
+class Line(NamedTuple):
+    """One log line with its transport prefixes removed."""
+
+    body: bytes
+    """The kernel's own text (its indentation kept)."""
+    time: float | None
+    """Seconds since boot from the printk time stamp, if there was one."""
+    caller: bytes | None = None
+    """The printk caller id (``T86``, ``C0``) when CONFIG_PRINTK_CALLER printed one."""
+
+
+def strip_prefix(raw: bytes) -> Line:
+    """Remove syslog, level, time stamp and caller prefixes from *raw*.
+
+    The kernel separates its time stamp (and caller id) from the message by
+    exactly one space, so one space is removed after them and any further
+    indentation, which is meaningful (call trace frames), is kept.
+    """
+    line = raw[:MAX_LINE]
+    pos = 0
+    if line[:1] in (b" ", b"\t"):
+        # Pasted logs are often indented as a block; keep frame indentation.
+        stripped = line.lstrip(b" \t")
+        if stripped[:1] in (b"[", b"<") and stripped[1:2].isdigit() or stripped[:2] == b"[ ":
+            pos = len(line) - len(stripped)
+    m = _SYSLOG.match(line, pos)
+    if m:
+        pos = m.end()
+    m = _DMESG_T.match(line, pos)
+    if m:
+        pos = m.end()
+    m = _LEVEL.match(line, pos)
+    if m:
+        pos = m.end()
+    time: float | None = None
+    caller: bytes | None = None
+    m = _STAMP.match(line, pos)
+    if m:
+        whole, frac = m.group(1), m.group(2)
+        time = int(whole) + int(frac) / 10 ** len(frac)
+        pos = m.end()
+        m = _CALLER.match(line, pos)
+        if m:
+            caller = m.group(1)
+            pos = m.end()
+        if line[pos : pos + 1] == b" ":
+            pos += 1
+        m = _MONO_HOST.match(line, pos)
+        if m:
+            pos = m.end()
+    return Line(line[pos:].rstrip(b"\r"), time, caller)
+
+
+# --------------------------------------------------------------------------
+# Report start markers, ranked: the first pattern that matches a line wins.
+# Kind values are the strings of memconsole.oops.Kind.
+# --------------------------------------------------------------------------
+
+
+class Marker(NamedTuple):
+    """A line that starts (or refines) a report."""
+
+    kind: str
+    """The :class:`memconsole.oops.Kind` value this line stands for."""
+    name: str
+    """Which spelling matched (for the headline), e.g. ``list_del corruption``."""
+    groups: dict[str, bytes]
+    """Named groups of the match (missing groups are absent)."""
+
+
+_OOPS = rb"(?:Oops: )?"  # 6.10+ x86 __die_header() prefixes die() strings with "Oops: "
+
+_MARKERS: tuple[tuple[str, str, re.Pattern[bytes]], ...] = (
+    # lib/list_debug.c __list_add_valid_or_report() / __list_del_entry_valid_or_report()
+    # (before 6.6: __list_add_valid(), __list_del_entry_valid()); printed before the
+    # BUG()/WARN() that follows, or after "WARNING: at lib/list_debug.c" on 2.6/3.x.
+    ("list-corruption", "list corruption",
+     re.compile(rb"(?P<what>list_(?:add|del) corruption|list_add double add)\b")),
+    # kernel/panic.c __stack_chk_fail() panics with this text; the bare form is what
+    # other architectures' stack checks print.
+    ("stack-corruption", "stack corruption",
+     re.compile(rb"(?:stack-protector: )?Kernel stack is corrupted in:? ?(?P<where>.{0,300})")),
+    # kernel/sched/core.c schedule_debug() -> panic("corrupted stack end detected ...")
+    ("stack-corruption", "corrupted stack end",
+     re.compile(rb"(?P<what>corrupted stack end detected inside scheduler)")),
+    # mm/kasan/report.c print_error_description(): "BUG: KASAN: %s in %pS"
+    # (4.0-4.3 printed "BUG: KASan: use after free in ...").
+    ("kasan", "KASAN",
+     re.compile(rb"BUG: KAS[Aa][Nn]: (?P<what>[\w -]{1,64}?) in (?P<where>.{1,300})")),
+    # kernel/sched/core.c __schedule_bug(): "BUG: scheduling while atomic: %s/%d/0x%08x"
+    # (2.6.2x printed comm/preempt_count/pid).
+    ("scheduling-while-atomic", "scheduling while atomic",
+     re.compile(rb"BUG: scheduling while atomic: (?P<comm>.{1,64})/(?P<pid>\d{1,10})/0x[0-9a-f]{1,8}")),
+    ("scheduling-while-atomic", "scheduling while atomic",
+     re.compile(rb"BUG: scheduling while atomic: (?P<comm>.{1,64})/0x[0-9a-f]{1,8}/(?P<pid>\d{1,10})")),
+    # kernel/watchdog.c watchdog_timer_fn(): "BUG: soft lockup - CPU#%d stuck for %us! [%s:%d]"
+    # prefixed "NMI watchdog: " (4.0-4.12, pr_fmt) or "watchdog: " (4.13+).
+    ("soft-lockup", "soft lockup",
+     re.compile(rb"(?:NMI )?(?:watchdog: )?BUG: soft lockup - CPU#(?P<cpu>\d{1,5}) stuck for "
+                rb"(?P<secs>\d{1,10})s! \[(?P<comm>.{0,64}):(?P<pid>\d{1,10})\]")),
+    # arch/x86/mm/fault.c show_fault_oops(): 5.1+ "BUG: kernel NULL pointer dereference,
+    # address: %px"; before "BUG: unable to handle kernel NULL pointer dereference at %p".
+    ("null-pointer", "NULL pointer dereference",
+     re.compile(rb"BUG: kernel NULL pointer dereference, address: ?(?P<addr>\S{1,20})")),
+    ("null-pointer", "NULL pointer dereference",
+     re.compile(rb"BUG: unable to handle kernel NULL pointer dereference at\s{0,20}(?P<addr>\S{0,20})")),
+    # arch/arm64/mm/fault.c die_kernel_fault(), arch/arm/mm/fault.c __do_kernel_fault():
+    # "Unable to handle kernel %s at virtual address %08lx" (MIPS adds "CPU %d ").
+    ("null-pointer", "NULL pointer dereference",
+     re.compile(rb"(?:CPU \d{1,5} )?Unable to handle kernel NULL pointer dereference at virtual "
+                rb"address (?P<addr>[0-9a-fx]{1,18})")),
+    # arch/x86/mm/fault.c show_fault_oops(): 5.1+ "BUG: unable to handle page fault for
+    # address: %px"; before "BUG: unable to handle kernel paging request at %p".
+    ("page-fault", "page fault",
+     re.compile(rb"BUG: unable to handle page fault for address: ?(?P<addr>\S{1,20})")),
+    ("page-fault", "page fault",
+     re.compile(rb"BUG: unable to handle kernel paging request at (?P<addr>\S{1,20})")),
+    ("page-fault", "page fault",
+     re.compile(rb"(?:CPU \d{1,5} )?Unable to handle kernel (?P<what>[\w -]{1,60}?) at virtual "
+                rb"address (?P<addr>[0-9a-fx]{1,18})")),
+    # arch/x86/kernel/traps.c exc_general_protection(), exc_divide_error(),
+    # exc_invalid_op() -> die(); arch/x86/kernel/dumpstack.c __die_header().
+    ("general-protection", "general protection fault",
+     re.compile(_OOPS + rb"general protection fault(?P<rest>.{0,200})")),
+    ("divide-error", "divide error", re.compile(_OOPS + rb"divide error: [0-9a-f]{1,4}")),
+    ("invalid-opcode", "invalid opcode", re.compile(_OOPS + rb"invalid opcode: [0-9a-f]{1,4}")),
+    # lib/bug.c report_bug() -> "kernel BUG at %s:%u!" (without
+    # CONFIG_DEBUG_BUGVERBOSE the address only).
+    ("bug", "kernel BUG", re.compile(rb"[Kk]ernel BUG at (?P<loc>[^!\s]{1,300})")),
+    # kernel/panic.c __warn(): newest "WARNING: %s:%d at %pS, CPU#%d: %s/%d" (seen on
+    # 6.19-era syzbot kernels), 3.10+ "WARNING: CPU: %d PID: %d at %s:%d %pS",
+    # before "WARNING: at %s:%d %pS()".
+    ("warning", "WARNING",
+     re.compile(rb"WARNING: (?P<loc>\S{1,300}:\d{1,7}) at (?P<func>[^\s,]{1,300}), CPU#(?P<cpu>\d{1,5}): "
+                rb"(?P<comm>.{0,64})/(?P<pid>\d{1,10})")),
+    ("warning", "WARNING",
+     re.compile(rb"WARNING: CPU: (?P<cpu>\d{1,5}) PID: (?P<pid>\d{1,10}) at (?P<loc>\S{1,300}?:\d{1,7})"
+                rb"(?: (?P<func>.{1,300}))?")),
+    ("warning", "WARNING",
+     re.compile(rb"WARNING: at (?P<loc>\S{1,300}?:\d{1,7})(?: (?P<func>.{1,300}))?")),
+    # kernel/locking/lockdep.c and kernel/rcu/ splats; they WARN without __warn().
+    ("warning", "lockdep",
+     re.compile(rb"WARNING: (?P<what>possible circular locking dependency detected"
+                rb"|possible recursive locking detected|inconsistent lock state"
+                rb"|suspicious RCU usage|held lock freed!|bad unlock balance detected!"
+                rb"|lock held when returning to user space!"
+                rb"|possible irq lock inversion dependency detected"
+                rb"|[\w-]{1,20}-safe -> [\w-]{1,20}-unsafe lock order detected)")),
+    # kernel/watchdog_perf.c (watchdog_hld.c before 6.7) watchdog_overflow_callback(),
+    # kernel/watchdog.c watchdog_hardlockup_check() (6.7+):
+    # "Watchdog detected hard LOCKUP on cpu %d".
+    ("hard-lockup", "hard lockup",
+     re.compile(rb"(?:NMI watchdog: |watchdog: )?Watchdog detected hard LOCKUP on cpu (?P<cpu>\d{1,5})")),
+    # kernel/hung_task.c check_hung_task(): "INFO: task %s:%d blocked for more than %ld
+    # seconds." (newest kernels: "blocked in I/O wait for more than").
+    ("hung-task", "hung task",
+     re.compile(rb"INFO: task (?P<comm>.{0,64}):(?P<pid>\d{1,10}) (?:blocked (?:in I/O wait )?for more "
+                rb"than|can't die for more than) (?P<secs>\d{1,10}) seconds")),
+    # kernel/rcu/tree_stall.h print_cpu_stall(): "INFO: %s self-detected stall on CPU",
+    # print_other_cpu_stall(): "INFO: %s detected stalls on CPUs/tasks:" (pr_fmt "rcu: "
+    # since 4.19; 3.x printed "INFO: rcu_sched_state detected stall on CPU 0").
+    ("rcu-stall", "RCU stall",
+     re.compile(rb"(?:rcu: )?INFO: (?P<flavor>\w{1,32}) (?P<what>self-detected stall on CPU"
+                rb"|detected (?:expedited )?stalls? on CPUs?(?:/tasks)?)")),
+    # lib/ubsan.c ubsan_prologue(): "UBSAN: %s in %s:%d:%d" (4.5-5.x: "UBSAN: Undefined
+    # behaviour in %s:%d:%d").
+    ("ubsan", "UBSAN", re.compile(rb"UBSAN: (?P<what>[\w -]{1,64}?) in (?P<loc>\S{1,300})")),
+    # mm/oom_kill.c dump_header(): "%s invoked oom-killer: gfp_mask=..."
+    ("oom", "oom-killer", re.compile(rb"(?P<comm>.{1,64}?) invoked oom-killer:")),
+    # Everything else the kernel calls a BUG ("BUG: sleeping function called from
+    # invalid context", "BUG: Bad page state", "BUG: workqueue lockup", ...).
+    ("bug", "BUG", re.compile(rb"BUG: (?P<what>.{1,300})")),
+)
+
+# Cheap pre-filter: a line that matches none of these words cannot be a marker.
+_MARKER_HINT = re.compile(
+    rb"BUG|WARNING|INFO: |Unable to handle|general protection|divide error|invalid opcode"
+    rb"|list_(?:add|del)|stack is corrupted|corrupted stack|UBSAN|oom-killer|Watchdog detected"
+)
+
+
+def marker(body: bytes) -> Marker | None:
+    """Return the report start marker *body* is, or ``None``."""
+    text = body.lstrip(b" \t")
+    if not _MARKER_HINT.search(text, 0, 400):
+        return None
+    for kind, name, pattern in _MARKERS:
+        m = pattern.match(text)
+        if m:
+            groups = {k: v for k, v in m.groupdict().items() if v is not None}
+            return Marker(kind, name, groups)
+    return None
+
+
+# The first line of a hung-task report when the task's comm contained a newline:
+# "INFO: task <comm part 1" / "<comm part 2>:18088 blocked for more than 143 seconds."
+HUNG_HEAD = re.compile(rb"INFO: task (?P<comm>.{0,64})")
+HUNG_TAIL = re.compile(
+    rb"(?P<comm>.{0,64}):(?P<pid>\d{1,10}) blocked (?:in I/O wait )?for more than (?P<secs>\d{1,10}) seconds"
+)
+
+# arch/x86/kernel/dumpstack.c __die_header(): "%s: %04lx [#%d]" (6.10+ "Oops: %s: ...");
+# arch/arm64/kernel/traps.c __die() and arch/arm/kernel/traps.c __die():
+# "Internal error: %s: %x [#%d]"; riscv "Oops [#%d]", MIPS "Oops[#%d]:".
+_DIE = (
+    re.compile(rb"(?:Oops: )?(?P<what>[A-Za-z][\w ,#-]{0,120}?)(?:: 0x[0-9a-f]{1,16})?: [0-9a-f]{1,4} \[#(?P<n>\d{1,6})\]"),
+    re.compile(rb"Internal error: (?P<what>.{1,80}?): ?[0-9a-f]{1,16} \[#(?P<n>\d{1,6})\]"),
+    re.compile(rb"(?P<what>Oops) ?\[#(?P<n>\d{1,6})\]"),
+)
+
+
+class Die(NamedTuple):
+    """A die() header: the line that gives an oops its number."""
+
+    what: bytes
+    """The die string, e.g. ``Oops``, ``invalid opcode``, ``Oops - BUG``."""
+    number: int
+    """The oops counter in ``[#N]``."""
+
+
+def die_header(body: bytes) -> Die | None:
+    """Return the die() header *body* is, or ``None``."""
+    text = body.lstrip(b" \t")
+    if b"[#" not in text[:260]:
+        return None
+    for pattern in _DIE:
+        m = pattern.match(text)
+        if m:
+            return Die(m.group("what"), int(m.group("n")))
+    return None
+
+
+# kernel/panic.c panic(): "Kernel panic - not syncing: %s".
+PANIC = re.compile(rb"\s{0,8}Kernel panic - not syncing:? ?(?P<reason>.{0,900})")
+
+# --------------------------------------------------------------------------
+# Header lines
+# --------------------------------------------------------------------------
+
+# lib/dump_stack.c dump_stack_print_info(): "CPU: %d PID: %d Comm: %.20s %s%s %s %.*s"
+# (6.11+ "CPU: %d UID: %u PID: ..."); "%s%s" is "Kdump: loaded " and print_tainted().
+CPU_LINE = re.compile(
+    rb"\s{0,8}CPU: (?P<cpu>\d{1,5}) (?:UID: \d{1,10} )?PID: (?P<pid>\d{1,10}) Comm: (?P<comm>.{0,64}?) "
+    rb"(?:Kdump: loaded )?(?P<taint>Not tainted|Tainted: )(?P<rest>.{0,400})"
+)
+# 2.6/3.x x86 show_regs(): "Pid: %d, comm: %.20s %s %s %.*s".
+PID_LINE = re.compile(
+    rb"\s{0,8}Pid: (?P<pid>\d{1,10}), comm: (?P<comm>.{0,64}?) (?P<taint>Not tainted|Tainted: )(?P<rest>.{0,400})"
+)
+# 3.x arm __show_regs(): "CPU: %d    %s  (%s %.*s)".
+ARM_CPU_LINE = re.compile(rb"\s{0,8}CPU: (?P<cpu>\d{1,5}) {1,8}(?P<taint>Not tainted|Tainted: )(?P<rest>.{0,400})")
+# kernel/hung_task.c and lockdep print the taint on a line of its own; 6.11+
+# print_tainted_verbose() adds "Tainted: [O]=OOT_MODULE, [E]=UNSIGNED_MODULE".
+TAINT_LINE = re.compile(rb"\s{0,8}(?P<taint>Not tainted|Tainted: )(?P<rest>.{0,400})")
+TAINT_VERBOSE = re.compile(rb"\[([A-Z])\]=")
+# arm/i386 show_regs(): "Process %.*s (pid: %d, stack limit = ...)".
+PROCESS_LINE = re.compile(rb"\s{0,8}Process (?P<comm>.{1,64}?) \(pid: (?P<pid>\d{1,10})[,)]")
+# i386 show_regs(): "EIP: 0060:[<...>] EFLAGS: 00213246 CPU: 1".
+EFLAGS_CPU = re.compile(rb"\s{0,8}EIP: .{1,60} CPU: (?P<cpu>\d{1,5})")
+# kernel/module/main.c print_modules(): "Modules linked in:" then " %s%s" per module.
+MODULES = re.compile(rb"\s{0,8}Modules linked in:(?P<rest>.{0,2000})")
+MODULE_TOKEN = re.compile(rb"[\w-]{1,64}(?:\([A-Z+\-]{1,12}\))?")
+
+# x86 show_ip()/show_iret_regs(): "RIP: %04x:%pS"; 3.x "RIP: 0010:[<addr>]  [<addr>] %pS";
+# 4.x oops_end() trailer "RIP: %pS RSP: ..."; old "IP: [<addr>] %pS".
+RIP_LINE = re.compile(rb"\s{0,8}RIP: (?:(?P<cs>[0-9a-f]{4}):)?(?P<rest>.{1,600})")
+IP_LINE = re.compile(rb"\s{0,8}(?:IP|EIP): (?:[0-9a-f]{4}:)?(?P<rest>\[<.{1,600})")
+EIP_AT = re.compile(rb"\s{0,8}EIP is at (?P<rest>.{1,600})")
+# arm/arm64 __show_regs(): "PC is at %pS" (before 4.15), "pc : %pS" (4.15+).
+PC_IS_AT = re.compile(rb"\s{0,8}PC is at (?P<rest>.{1,600})")
+PC_LINE = re.compile(rb"\s{0,8}(?:pc|epc) ?: (?P<rest>.{1,600})")
+USER_CS = frozenset((b"0033", b"0023", b"002b", b"0073", b"e033", b"e02b"))
+
+# arch/x86/kernel/dumpstack.c show_trace_log_lvl(): "Call Trace:"; arm64 "Call trace:";
+# arm "Backtrace:".
+TRACE_HEADER = re.compile(rb"\s{0,8}(?:Call Trace|Call trace|Backtrace):?\s{0,4}$")
+END_TRACE = re.compile(rb"\s{0,8}---\[ end (?:trace|Kernel panic)")
+CUT_HERE = re.compile(rb"\s{0,8}-{4,}\[ cut here \]-{4,}")
+BANNER = re.compile(rb"\s{0,8}={16,}\s{0,4}$")
+
+# Register and stack dump lines that may sit inside a call trace.
+_IN_TRACE = re.compile(
+    rb"\s{0,8}(?:(?:RIP|RSP|RAX|RBX|RCX|RDX|RSI|RDI|RBP|R\d{1,2}|FS|GS|CS|DS|ES|CR\d|DR\d|PKRU|ORIG_RAX"
+    rb"|EIP|EAX|EBX|ECX|EDX|ESI|EDI|EBP|ESP|Code|Exception stack)\b"
+    rb"|r\d{1,2} ?:[0-9a-f]|[0-9a-f]{4}: |[0-9a-f]{8,16}(?: |$))"
+)
+
+
+def in_trace_filler(body: bytes) -> bool:
+    """True for register/stack dump lines that may interrupt a call trace."""
+    return bool(_IN_TRACE.match(body))
+
+
+# Lines that belong to a report even though they carry none of its fields;
+# they keep a report open (see memconsole.oops) and extend its end offset.
+_RELATED = re.compile(
+    rb"\s{0,8}(?:(?:RIP|RSP|RAX|RDX|RBP|R1[03]|FS|CS|CR2|DR[0-7]|PKRU|EIP|EAX|ESI|DS|Code|Stack"
+    rb"|Hardware name|CPU|Pid|Process|Modules linked in|Workqueue|Tainted|Not tainted|pstate|pc|lr|sp"
+    rb"|x\d{1,2}|Mem abort info|Data abort info|ESR|EC|SET|EA|FnV|FSC|ISV|CM|WnR|user pgtable"
+    rb"|swapper pgtable|IP|PGD|P4D|#PF|Oops|Internal error|Kernel Offset|CPU features|Memory Limit"
+    rb"|Call Trace|Call trace|Backtrace|task|PC is at|LR is at|psr|Flags|Control|irq event stamp"
+    rb"|hardirqs last|softirqs last|Read of size|Write of size|The buggy address|Allocated by task"
+    rb"|Freed by task|Memory state|epc|ra|status|note|Dumping ftrace|Rebooting in|SMP|Sending NMI"
+    rb"|NMI backtrace|rcu|Task dump|index|KASAN|Showing busy|Preemption disabled|caller is|r\d{1,2}"
+    rb"|ip|fp|pgd|Exception stack)\b"
+    rb"|\"echo 0|\(detected by|\[<|---\[ end|Kernel panic|\*pde|\*pgd|\[[0-9a-f]{8,16}\] \*pgd"
+    rb"|[0-9a-f]{4}: |[0-9a-f]{8,16}(?: |$))"
+)
+
+
+def related(body: bytes) -> bool:
+    """True for lines that are part of a report's usual furniture."""
+    return bool(_RELATED.match(body))
+
+
+# --------------------------------------------------------------------------
+# Call trace frames
+# --------------------------------------------------------------------------
+
+# x86 "<IRQ>", "</IRQ>", "<TASK>", "<NMI>", "<SOFTIRQ>", "<#DF>", 3.x "<EOI>", "<<EOE>>".
+CONTEXT_MARK = re.compile(rb"\s{0,8}(?:<(?P<close>/?)(?P<name>TASK|IRQ|NMI|SOFTIRQ|EOI|#[A-Z]{2})>|<<EOE>>|<EOE>)")
+_ADDR = re.compile(rb"\[<[0-9a-fA-F]{1,16}>\]\s{0,4}")
+# "%pS": symbol+0xoff/0xsize, then " [module]" or " [module buildid]".
+_SYM = re.compile(
+    rb"(?P<func>[A-Za-z_.$][\w.$]{0,255})\+0x(?P<off>[0-9a-f]{1,16})/0x(?P<size>[0-9a-f]{1,16})"
+    rb"(?:\s{1,4}\[(?P<mod>[\w-]{1,64})[^\]]{0,200}\])?"
+)
+# scripts/decode_stacktrace.sh output without offsets: "func (file.c:123)"; syzbot's
+# symbolised "func file.c:123 [inline]".
+_DECODED = re.compile(rb"(?P<func>[A-Za-z_.$][\w.$]{0,255}) \((?:[^()\s]{1,300}:\d{1,7})")
+_INLINE = re.compile(rb"(?P<func>[A-Za-z_.$][\w.$]{0,255}) [\w./+-]{1,300}:\d{1,7} \[inline\]")
+# Unsymbolised addresses: "0xffffffc00818ff8c [netatop@0000+0x12000]".
+_RAW = re.compile(rb"(?P<func>0x[0-9a-f]{1,16})(?:\s{1,4}\[(?P<mod>[\w-]{1,64})[^\]]{0,200}\])?\s{0,4}$")
+# arm unwind_backtrace(): "[<pc>] (func) from [<lr>] (caller+0x../0x..)".
+ARM_FROM = re.compile(
+    rb"\s{0,8}\[<[0-9a-f]{1,16}>\] \((?P<func>[^\s()]{1,256})(?: \[(?P<mod>[\w-]{1,64})\])?\) from \[<"
+)
+# 2.6.2x "IP: [<f88dec25>] :radeon:radeon_cp_init_ring_buffer+0x90/0x302"
+_OLD_MODPREFIX = re.compile(rb":(?P<mod>[\w-]{1,64}):")
+
+
+class RawFrame(NamedTuple):
+    """One parsed frame before it becomes a :class:`memconsole.oops.Frame`."""
+
+    function: bytes
+    offset: int | None
+    size: int | None
+    module: bytes | None
+    reliable: bool
+    inline: bool
+
+
+def parse_frame(text: bytes, *, bare: bool = False) -> RawFrame | None:
+    """Parse one call trace frame (or the symbol part of a RIP/pc line).
+
+    *bare* also accepts a lone raw address (``0xffff...``), which in a call
+    trace is a frame but elsewhere could be anything.
+    """
+    s = text.strip(b" \t")
+    m = _ADDR.match(s)
+    while m:  # 3.x prints "[<addr>]  [<addr>] sym" on RIP lines
+        s = s[m.end():]
+        m = _ADDR.match(s)
+    reliable = True
+    if s[:2] == b"? ":
+        reliable = False
+        s = s[2:].lstrip(b" ")
+    old_mod: bytes | None = None
+    m = _OLD_MODPREFIX.match(s)
+    if m:
+        old_mod = m.group("mod")
+        s = s[m.end():]
+    m = _SYM.match(s)
+    if m:
+        return RawFrame(m.group("func"), int(m.group("off"), 16), int(m.group("size"), 16),
+                        m.group("mod") or old_mod, reliable, False)
+    m = _INLINE.match(s)
+    if m:
+        return RawFrame(m.group("func"), None, None, None, reliable, True)
+    m = _DECODED.match(s)
+    if m:
+        return RawFrame(m.group("func"), None, None, None, reliable, False)
+    if bare or not reliable:
+        m = _RAW.match(s)
+        if m:
+            return RawFrame(m.group("func"), None, None, m.group("mod"), reliable, False)
+    return None
