@@ -123,7 +123,7 @@ def _flip(region: bytes, where: int, count: int, seed: int) -> bytes:
 
 @pytest.mark.parametrize("name", ECC_NAMES)
 def test_ecc_corrects_up_to_half_and_reports(name: str) -> None:
-    region, files, meta = load(name)
+    region, _, meta = load(name)
     g = geometry_from_meta(meta)
     clean = decode(region, g)
     rec0 = clean.records[0]

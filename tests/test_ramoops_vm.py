@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import kernel_for
 
+from conftest import kernel_for
 from memconsole import cli
 from memconsole.ramoops import Geometry, ZoneOrder, decode, detect
 from memconsole.vmlab import Drill, Ramoops

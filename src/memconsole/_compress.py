@@ -63,7 +63,7 @@ def _inflate(data: bytes, wbits: int, max_out: int) -> bytes | None:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _optional(name: str) -> Any:
     try:
         return __import__(name)

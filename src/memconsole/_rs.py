@@ -33,6 +33,7 @@ BLOCK_SIZE = 128
 _NN = 255          # symbols per full codeword for symsize 8
 _GFPOLY = 0x11D    # ecc_info->poly ?: 0x11d
 
+_np: Any
 try:  # optional extra "fast"
     import numpy as _np
 except ImportError:  # pragma: no cover - exercised when numpy is absent
@@ -226,12 +227,12 @@ class Codec:
         # Re-check: the syndrome of the error pattern must equal the received one.
         for i in range(nroots):
             tmp = 0
-            for val, loc in zip(values, locs):
+            for val, loc in zip(values, locs, strict=True):
                 if val:
                     tmp ^= a[(ix[val] + i * (nn - loc - 1)) % nn]
             if tmp != a[s_idx[i]]:
                 return bad
-        for val, loc in zip(values, locs):
+        for val, loc in zip(values, locs, strict=True):
             if loc < nn - nroots:
                 dat[loc - pad] ^= val
             else:
@@ -266,7 +267,7 @@ class Codec:
         """Parity of a block of at most 128 bytes via the position tables."""
         tables = self._position_tables()
         acc = 0
-        for t, byte in zip(tables[BLOCK_SIZE - len(data):], bytes(data)):
+        for t, byte in zip(tables[BLOCK_SIZE - len(data):], bytes(data), strict=True):
             acc ^= t[byte]
         return acc.to_bytes(self.nroots, "big")
 
@@ -276,7 +277,7 @@ class Codec:
         the cheap test before :meth:`decode`."""
         return self.parity_fast(bytes(data)) == bytes(parity)
 
-    def bad_blocks_runs(self, buf: bytes | memoryview,
+    def bad_blocks_runs(self, buf: bytes | bytearray | memoryview,
                         runs: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
         """Check runs of consecutive 128-byte blocks in *buf*: run *r* is
         ``(data_offset, parity_offset, count)``.  Returns (run, block) pairs
@@ -335,13 +336,13 @@ class Codec:
             block = mv[blk * BLOCK_SIZE:(blk + 1) * BLOCK_SIZE]
             stored = int.from_bytes(pv[blk * e:(blk + 1) * e], "big")
             acc = 0
-            for t, byte in zip(tables, block):
+            for t, byte in zip(tables, block, strict=False):
                 acc ^= t[byte]
             if acc != stored:
                 out.append(blk)
         return out
 
-    def bad_blocks_at(self, buf: bytes | memoryview, data_offsets: list[int],
+    def bad_blocks_at(self, buf: bytes | bytearray | memoryview, data_offsets: list[int],
                       parity_offsets: list[int]) -> list[int]:
         """Like :meth:`bad_blocks` for 128-byte blocks scattered in *buf*:
         block *i* is ``buf[data_offsets[i]:+128]`` with parity at
@@ -356,9 +357,9 @@ class Codec:
             tables = self._position_tables()
             mv = memoryview(buf)
             out: list[int] = []
-            for i, (d0, p0) in enumerate(zip(data_offsets, parity_offsets)):
+            for i, (d0, p0) in enumerate(zip(data_offsets, parity_offsets, strict=False)):
                 acc = 0
-                for t, byte in zip(tables, mv[d0:d0 + BLOCK_SIZE]):
+                for t, byte in zip(tables, mv[d0:d0 + BLOCK_SIZE], strict=False):
                     acc ^= t[byte]
                 if acc != int.from_bytes(mv[p0:p0 + e], "big"):
                     out.append(i)
@@ -367,7 +368,7 @@ class Codec:
         return self._bad_at_np(buf, np.asarray(data_offsets, dtype=np.int64),
                                np.asarray(parity_offsets, dtype=np.int64))
 
-    def _bad_at_np(self, buf: bytes | memoryview, doffs: Any, poffs: Any) -> list[int]:
+    def _bad_at_np(self, buf: bytes | bytearray | memoryview, doffs: Any, poffs: Any) -> list[int]:
         np = _np
         assert np is not None
         n = len(doffs)

@@ -30,7 +30,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 from memconsole import _rs
 from memconsole._compress import decompress
@@ -56,8 +56,8 @@ __all__ = [
     "decode",
     "decode_zone",
     "detect",
-    "ecc_notice",
     "ecc_layout",
+    "ecc_notice",
     "layout",
     "parse_dmesg_header",
     "parse_header",
@@ -75,7 +75,7 @@ MIN_MEM_SIZE = 4096
 _HEADER = struct.Struct("<Iii")
 
 #: Anything :func:`decode` accepts as memory: bytes, bytearray, memoryview, mmap.
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 #: Progress callback: (bytes done, bytes total).
 Progress = Callable[[int, int], None]
 
@@ -169,14 +169,14 @@ class ZoneSpec(NamedTuple):
     """One zone of a layout.
 
     Attributes:
-        index: position in the layout (0-based, all kinds).
+        number: position in the layout (0-based, all kinds).
         kind: zone type.
         id: the record id pstore gives it (dmesg zone number, ftrace CPU, 0).
         offset: byte offset of the zone header from the region start.
         size: zone size in bytes, header and ECC parity included.
     """
 
-    index: int
+    number: int
     kind: ZoneKind
     id: int
     offset: int
@@ -273,7 +273,7 @@ def ecc_layout(zone_size: int, ecc_size: int, spec: ZoneSpec | None = None) -> E
     """Data capacity and parity offsets of a zone (persistent_ram_init_ecc()).
     Raises :class:`ConfigError` when the kernel would refuse the ECC size."""
     buffer_size = zone_size - HEADER_SIZE
-    where = f"zone {spec.index} ({spec.label}) at {spec.offset:#x}: " if spec else ""
+    where = f"zone {spec.number} ({spec.label}) at {spec.offset:#x}: " if spec else ""
     if buffer_size <= 0:
         raise ConfigError(f"{where}zone size {zone_size} leaves no room after the "
                           f"{HEADER_SIZE}-byte header")
@@ -365,7 +365,7 @@ def decode_zone(region: Buffer, spec: ZoneSpec, ecc_size: int = 0,
     """Check, correct and reassemble one zone of *region*.  *suspects*, when
     given, are the full ECC blocks already found not to match their parity
     (see :func:`decode`); the others are taken as clean."""
-    where = f"zone {spec.index} ({spec.label}) at {spec.offset:#x}"
+    where = f"zone {spec.number} ({spec.label}) at {spec.offset:#x}"
     avail = len(region) - spec.offset
     if avail < spec.size:
         return ZoneResult(spec, ZoneStatus.TRUNCATED, None, 0, b"", 0, 0,
@@ -394,12 +394,10 @@ def decode_zone(region: Buffer, spec: ZoneSpec, ecc_size: int = 0,
                           bytes(zone[HEADER_SIZE:data_end]))
 
     want = PERSISTENT_RAM_SIG
-    if spec.kind is ZoneKind.FTRACE:
-        # ramoops_init_przs("ftrace", ..., sig = LINUX_VERSION_CODE): accept the
-        # version of whichever kernel wrote it.
-        ok_sig = version_code(hdr.sig) is not None
-    else:
-        ok_sig = hdr.sig == want
+    # ramoops_init_przs("ftrace", ..., sig = LINUX_VERSION_CODE): accept the
+    # version of whichever kernel wrote it.
+    ok_sig = (version_code(hdr.sig) is not None if spec.kind is ZoneKind.FTRACE
+              else hdr.sig == want)
     if not ok_sig:
         return result(ZoneStatus.BAD_SIG, f"{where}: signature {hdr.sig:#010x} is not "
                       f"{want:#010x}" + (" xor a kernel version" if spec.kind is
@@ -480,7 +478,8 @@ def _vsscanf(buf: bytes, fmt: list[str]) -> tuple[int, list[int], int]:
     """The subset of lib/vsprintf.c vsscanf() ramoops_read_kmsg_hdr() uses:
     literals, whitespace, %lld, %lu, %c and %n.  *buf* ends at its length as
     at a NUL.  Returns (conversions, values, %n position or 0)."""
-    pos, num, values, n_pos = 0, 0, [], 0
+    pos, num, n_pos = 0, 0, 0
+    values: list[int] = []
     end = len(buf)
 
     def ch(i: int) -> int:
@@ -655,7 +654,7 @@ def _dmesg_record(z: ZoneResult, text: bytes, geom: Geometry, cap: int,
                   recovered: bool = False, note: str = "") -> Record | str:
     hdr = parse_dmesg_header(text)
     if not hdr.length:
-        return (f"zone {z.spec.index} ({z.spec.label}) at {z.spec.offset:#x}: no "
+        return (f"zone {z.spec.number} ({z.spec.label}) at {z.spec.offset:#x}: no "
                 f"'====sec.usec-C|D' header in {len(text)} bytes; the kernel discards it")
     payload = text[hdr.length:]
     name = f"dmesg-ramoops-{z.spec.id}"
@@ -666,7 +665,7 @@ def _dmesg_record(z: ZoneResult, text: bytes, geom: Geometry, cap: int,
         else:
             name += ".enc.z"
             note = (note + "; " if note else "") + f"decompression failed: {res.reason}"
-    return Record(z.spec.index, ZoneKind.DMESG, z.spec.id, name, hdr.time_ns,
+    return Record(z.spec.number, ZoneKind.DMESG, z.spec.id, name, hdr.time_ns,
                   hdr.compressed, payload,
                   ecc_notice(geom.ecc_size, z.ecc_corrected, z.ecc_bad_blocks),
                   z.ecc_corrected, z.ecc_bad_blocks, recovered, note)
@@ -695,7 +694,7 @@ def _salvage(z: ZoneResult, geom: Geometry, cap: int) -> Record | None:
             return replace(rec, name=rec.name + ".recovered")
     kinds = {ZoneKind.DMESG: "dmesg", ZoneKind.CONSOLE: "console",
              ZoneKind.PMSG: "pmsg", ZoneKind.FTRACE: "ftrace"}
-    return Record(z.spec.index, z.spec.kind, z.spec.id,
+    return Record(z.spec.number, z.spec.kind, z.spec.id,
                   f"{kinds[z.spec.kind]}-ramoops-{z.spec.id}.recovered", 0, False, bytes(data),
                   b"", z.ecc_corrected, z.ecc_bad_blocks, True,
                   note + "; ring start unknown, bytes in memory order")
@@ -728,8 +727,8 @@ def _batch_suspects(region: Buffer, specs: tuple[ZoneSpec, ...], ecc: int
             continue
         full = min(-(-hdr.size // bs), lay.capacity // bs)
         runs.append((spec.offset + HEADER_SIZE, spec.offset + lay.par_buffer, full))
-        owners.append(spec.index)
-    out: dict[int, list[int]] = {s.index: [] for s in specs}
+        owners.append(spec.number)
+    out: dict[int, list[int]] = {s.number: [] for s in specs}
     live = [i for i, r in enumerate(runs) if r[2] > 0]
     for ri, b in codec.bad_blocks_runs(region, [runs[i] for i in live]):
         out[owners[live[ri]]].append(b)
@@ -750,7 +749,7 @@ def decode(region: Buffer, geom: Geometry, *, scan: bool = False,
     suspects = _batch_suspects(region, specs, geom.ecc_size)
     for spec in specs:
         results.append(decode_zone(region, spec, geom.ecc_size,
-                                   suspects.get(spec.index) if suspects else None))
+                                   suspects.get(spec.number) if suspects else None))
         if progress is not None:
             progress(spec.offset + spec.size, total)
     zones = tuple(results)
@@ -775,7 +774,7 @@ def decode(region: Buffer, geom: Geometry, *, scan: bool = False,
         for z in by_kind[kind]:
             if z.status is ZoneStatus.OK and z.old_log:
                 records.append(Record(
-                    z.spec.index, kind, 0, f"{kind.value}-ramoops-0", 0, False, z.old_log,
+                    z.spec.number, kind, 0, f"{kind.value}-ramoops-0", 0, False, z.old_log,
                     ecc_notice(geom.ecc_size, z.ecc_corrected, z.ecc_bad_blocks),
                     z.ecc_corrected, z.ecc_bad_blocks))
     ftrace = [z for z in by_kind[ZoneKind.FTRACE] if z.status is ZoneStatus.OK and z.old_log]
@@ -787,13 +786,13 @@ def decode(region: Buffer, geom: Geometry, *, scan: bool = False,
         corr = sum(z.ecc_corrected for z in ftrace)
         bad = sum(z.ecc_bad_blocks for z in ftrace)
         if log:
-            records.append(Record(ftrace[0].spec.index, ZoneKind.FTRACE, 0,
+            records.append(Record(ftrace[0].spec.number, ZoneKind.FTRACE, 0,
                                   "ftrace-ramoops-0", 0, False, log,
                                   ecc_notice(geom.ecc_size, corr, bad), corr, bad,
                                   note="binary pstore_ftrace_record entries; the kernel "
                                   "shows them formatted with symbols"))
     if scan:
-        for z in sorted(salvage, key=lambda r: r.spec.index):
+        for z in sorted(salvage, key=lambda r: r.spec.number):
             rec2 = _salvage(z, geom, cap)
             if rec2 is not None:
                 records.append(rec2)
@@ -843,13 +842,16 @@ def _find_all(mv: memoryview, needle: bytes, base: int, end: int,
 def _plausible(mv: memoryview, pos: int) -> bool:
     if pos + HEADER_SIZE > len(mv):
         return False
-    _, start, size = _HEADER.unpack_from(mv, pos)
+    start: int = _HEADER.unpack_from(mv, pos)[1]
+    size: int = _HEADER.unpack_from(mv, pos)[2]
     return 0 <= start <= size
 
 
 def _is_ftrace_header(mv: memoryview, pos: int) -> bool:
-    return (pos + HEADER_SIZE <= len(mv) and _plausible(mv, pos)
-            and version_code(_HEADER.unpack_from(mv, pos)[0]) is not None)
+    if pos + HEADER_SIZE > len(mv) or not _plausible(mv, pos):
+        return False
+    sig: int = _HEADER.unpack_from(mv, pos)[0]
+    return version_code(sig) is not None
 
 
 def _progression(hits: list[int], mv: memoryview) -> tuple[int, int, int]:
@@ -891,7 +893,7 @@ def _detect_ecc(mv: memoryview, zones: list[tuple[int, int]]) -> int:
             hdr = bytes(mv[pos:pos + HEADER_SIZE])
             if codec.encode(hdr) != bytes(mv[pos + size - e:pos + size]):
                 break
-            ok += 1
+            ok += 1  # noqa: SIM113 - counts matches, not positions
         else:
             if ok:
                 return e
@@ -920,7 +922,7 @@ def _last_size(mv: memoryview, pos: int, ecc: int, default: int) -> int:
 
 
 def _looks_dmesg(mv: memoryview, pos: int) -> bool:
-    _, start, size = _HEADER.unpack_from(mv, pos)
+    size: int = _HEADER.unpack_from(mv, pos)[2]
     return size > 0 and bytes(mv[pos + HEADER_SIZE:pos + HEADER_SIZE + 4]) == b"===="
 
 
@@ -1011,7 +1013,7 @@ def detect(image: Buffer, start: int = 0, end: int | None = None,
     for i, (p, _) in enumerate(zones_after):
         sizes.append(zones_after[i + 1][0] - p if i + 1 < len(zones_after) else None)
     known = [(base + i * z, z) for i in range(min(count, 4))] + [
-        (p, s) for (p, _), s in zip(zones_after, sizes) if s]
+        (p, s) for (p, _), s in zip(zones_after, sizes, strict=True) if s]
     ecc = _detect_ecc(mv, known)
     if sizes and sizes[-1] is None:
         p, is_f = zones_after[-1]
@@ -1021,20 +1023,20 @@ def detect(image: Buffer, start: int = 0, end: int | None = None,
             sizes[-1] = _last_size(mv, p, ecc, MIN_MEM_SIZE)
             notes.append(f"last zone at {p - base:#x}: size {sizes[-1]} "
                          f"({'from its ECC parity' if ecc else 'assumed'})")
-    es = [s for (p, f), s in zip(zones_after, sizes) if not f]
-    fs = [s for (p, f), s in zip(zones_after, sizes) if f]
+    es = [s or 0 for (p, f), s in zip(zones_after, sizes, strict=True) if not f]
+    fs = [s or 0 for (p, f), s in zip(zones_after, sizes, strict=True) if f]
     if order is ZoneOrder.V6_1:
         console = es[0] if len(es) > 1 else 0
-        pmsg = es[-1]
+        pmsg = es[-1] if es else 0
     else:
         console = es[0] if es else 0
         pmsg = es[1] if len(es) > 1 else 0
-    ftrace = sum(s or 0 for s in fs)
+    ftrace = sum(fs)
     sum_tail = console + pmsg + ftrace
     geom = Geometry(mem_size=count * z + sum_tail, record_size=z if count else 0,
                     console_size=console, ftrace_size=ftrace, pmsg_size=pmsg,
                     ecc_size=ecc, ftrace_cpus=max(nf, 1), order=order,
-                    align_even=(z % 2 == 0) and all((s or 0) % 2 == 0 for s in fs))
+                    align_even=(z % 2 == 0) and all(s % 2 == 0 for s in fs))
     notes.insert(0, f"region at {base:#x}: {count} dmesg zone(s) of {z} bytes, console "
                  f"{console}, pmsg {pmsg}, ftrace {ftrace} in {max(nf, 1)} zone(s), "
                  f"ecc {ecc}, zone order {order.value}"
