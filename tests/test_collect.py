@@ -174,3 +174,37 @@ def test_full_archive_disk_erases_nothing(tmp_path: Path,
     assert rc == 1
     assert "archive disk is full (not erased)" in err
     assert sorted(os.listdir(pstore)) == names
+
+
+@pytest.mark.parametrize("release", ["6.1", "6.12"])
+def test_two_crashed_boots_order_by_time_not_slot(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  release: str) -> None:
+    """Boot 1's Panic#2 survives in zone 1; boot 2's Panic#1 overwrote zone 0."""
+    lab_fixture(release, "null-then-sysrq", tmp_path / "pstore")
+    args = ("--pstore", str(tmp_path / "pstore"), "--archive", str(tmp_path / "a"))
+    rc, _, err = run(capsys, "collect", *args)
+    assert rc == 0, err
+    boots = sorted(p.name for p in (tmp_path / "a" / "boots").iterdir())
+    assert len(boots) == 2
+    assert sorted(os.listdir(tmp_path / "a" / "boots" / boots[0])) == [
+        "dmesg-ramoops-1", "records.json"]
+    rc, out, _ = run(capsys, "list", *args, "--json")
+    events = [json.loads(x) for x in out.splitlines()]
+    assert [(e["boot"], e["kind"], e["dumps"]) for e in events] == [
+        (boots[0], "null-pointer", ["Panic#2"]), (boots[1], "panic", ["Panic#1"])]
+    rc, out, _ = run(capsys, "show", *args)
+    assert out.startswith(f"Boot {boots[1]} ended in a kernel panic: ")
+    assert "sysrq triggered crash" in out.splitlines()[0]
+
+
+@pytest.mark.parametrize("release", ["6.1", "6.12"])
+def test_ecc_notice_is_split_off(tmp_path: Path, release: str) -> None:
+    from memconsole.pstore import read_pstore_dir
+
+    lab_fixture(release, "panic-ecc", tmp_path / "p")
+    (rec,), _ = read_pstore_dir(tmp_path / "p")
+    assert rec.raw.endswith(b"\nECC: No errors detected\n")
+    assert (rec.ecc_corrected, rec.ecc_bad_blocks) == (0, 0)
+    assert not rec.text.endswith(b"ECC: No errors detected\n")
+    assert b"Kernel panic - not syncing: crashy: requested panic" in rec.text
