@@ -24,6 +24,8 @@ Nothing here knows about zones; callers pass bytes and get bytes back.
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 __all__ = ["BLOCK_SIZE", "Codec", "DecodeResult", "codec", "have_numpy"]
@@ -300,8 +302,8 @@ class Codec:
         e = self.nroots
         arr = np.frombuffer(buf, dtype=np.uint8)
         owner = [(ri, b) for ri, r in enumerate(runs) for b in range(r[2])]
-        out: list[tuple[int, int]] = []
-        step = 1 << 16  # blocks per batch: bounded temporaries
+        step = 1 << 15  # blocks per batch: bounded temporaries
+        batches: list[tuple[int, list[tuple[int, int, int]]]] = []
         i = done = 0
         while i < len(runs):
             batch, n = [], 0
@@ -309,15 +311,26 @@ class Codec:
                 batch.append(runs[i])
                 n += runs[i][2]
                 i += 1
-            base = done
+            batches.append((done, batch))
             done += n
+
+        def work(item: tuple[int, list[tuple[int, int, int]]]) -> list[int]:
+            base, batch = item
             # Runs are contiguous in memory: views and one copy, no index arrays.
             blocks = np.concatenate([arr[d:d + c * BLOCK_SIZE].reshape(c, BLOCK_SIZE)
                                      for d, _, c in batch])
             par = np.concatenate([arr[p:p + c * e].reshape(c, e) for _, p, c in batch])
-            for j in self._mismatch_np(np.ascontiguousarray(blocks.T), par):
-                out.append(owner[base + int(j)])
-        return out
+            return [base + int(j) for j in
+                    self._mismatch_np(np.ascontiguousarray(blocks.T), par)]
+
+        # numpy releases the GIL in indexing and ufuncs: batches run in parallel.
+        workers = min(len(batches), os.cpu_count() or 1, 8)
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                found = [j for part in pool.map(work, batches) for j in part]
+        else:
+            found = [j for item in batches for j in work(item)]
+        return [owner[j] for j in found]
 
     def bad_blocks(self, data: bytes | memoryview, parity: bytes | memoryview,
                    count: int) -> list[int]:

@@ -26,14 +26,16 @@ Parsers take buffers and return immutable values; they never open files or log.
 from __future__ import annotations
 
 import enum
+import os
 import struct
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from memconsole import _rs
-from memconsole._compress import decompress
+from memconsole._compress import Decompressed, decompress
 from memconsole.errors import ConfigError, ParseError
 
 __all__ = [
@@ -651,7 +653,8 @@ def _decompress_cap(geom: Geometry, zones: tuple[ZoneResult, ...]) -> int:
 
 
 def _dmesg_record(z: ZoneResult, text: bytes, geom: Geometry, cap: int,
-                  recovered: bool = False, note: str = "") -> Record | str:
+                  recovered: bool = False, note: str = "",
+                  inflated: Future[Decompressed] | None = None) -> Record | str:
     hdr = parse_dmesg_header(text)
     if not hdr.length:
         return (f"zone {z.spec.number} ({z.spec.label}) at {z.spec.offset:#x}: no "
@@ -659,7 +662,7 @@ def _dmesg_record(z: ZoneResult, text: bytes, geom: Geometry, cap: int,
     payload = text[hdr.length:]
     name = f"dmesg-ramoops-{z.spec.id}"
     if hdr.compressed:
-        res = decompress(payload, cap)
+        res = inflated.result() if inflated is not None else decompress(payload, cap)
         if res.data is not None:
             payload = res.data
         else:
@@ -761,15 +764,22 @@ def decode(region: Buffer, geom: Geometry, *, scan: bool = False,
         by_kind[z.spec.kind].append(z)
     salvage = [z for z in zones if z.status in (ZoneStatus.BAD_SIG, ZoneStatus.INVALID)]
     # ramoops_pstore_read(): dmesg zones, then console, pmsg, ftrace.
-    for z in by_kind[ZoneKind.DMESG]:
-        if z.status is not ZoneStatus.OK or not z.old_log:
-            continue
-        rec = _dmesg_record(z, z.old_log, geom, cap)
-        if isinstance(rec, str):
-            problems.append(rec)
-            salvage.append(z)
-        else:
-            records.append(rec)
+    # zlib releases the GIL: inflate the compressed records in parallel.
+    live = [z for z in by_kind[ZoneKind.DMESG] if z.status is ZoneStatus.OK and z.old_log]
+    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
+        inflated: dict[int, Future[Decompressed]] = {}
+        for z in live:
+            hdr = parse_dmesg_header(z.old_log)
+            if hdr.length and hdr.compressed:
+                inflated[z.spec.number] = pool.submit(decompress, z.old_log[hdr.length:], cap)
+        for z in live:
+            rec = _dmesg_record(z, z.old_log, geom, cap,
+                                inflated=inflated.get(z.spec.number))
+            if isinstance(rec, str):
+                problems.append(rec)
+                salvage.append(z)
+            else:
+                records.append(rec)
     for kind in (ZoneKind.CONSOLE, ZoneKind.PMSG):
         for z in by_kind[kind]:
             if z.status is ZoneStatus.OK and z.old_log:
