@@ -32,6 +32,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -190,6 +191,11 @@ CRASH_ACTIONS: dict[str, CrashAction] = {
     "panic": _crashy("panic"),
     "workqueue": _crashy("workqueue"),
     "sysrq": CrashAction((), "echo c > /proc/sysrq-trigger"),
+    # No panic, no dump: an immediate reset, as a hardware watchdog does.
+    "reset": CrashAction((), "echo b > /proc/sysrq-trigger"),
+    # A soft lockup that does not panic: the watchdog only reports it.  Pair
+    # it with Drill.monitor_reset_on to reset the machine from outside.
+    "lockup": _crashy("softlockup", "watchdog_thresh=1"),
 }
 
 # Boot options every drill uses: serial console, reboot one second after a
@@ -215,7 +221,12 @@ class Drill:
         memfile: keep guest RAM in a host file and capture the ramoops region
             between the two boots (two QEMU processes, ``-no-reboot``).
         memory_mb: guest RAM.
+        smp: virtual CPUs (2 lets a user-space recorder run beside a CPU that
+            is locked up).
         extra_cmdline: more kernel boot options.
+        monitor_reset_on: when a serial line contains this text during a
+            crashing boot, the host resets the guest through the QEMU monitor
+            (``system_reset``), like a reset button or an external watchdog.
         timeout: seconds allowed for the whole drill.
     """
 
@@ -227,7 +238,9 @@ class Drill:
     stage2: str = ""
     memfile: bool = False
     memory_mb: int = 512
+    smp: int = 1
     extra_cmdline: tuple[str, ...] = ()
+    monitor_reset_on: str | None = None
     timeout: float = 300.0
 
     @property
@@ -263,6 +276,17 @@ class DrillResult:
             return (self.out_dir / name).read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+
+def _monitor(argv: list[str], command: str) -> None:
+    """Send one command to the QEMU monitor socket named in *argv*."""
+    spec = argv[argv.index("-monitor") + 1]
+    path = spec.split(":", 1)[1].split(",", 1)[0]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(command.encode() + b"\n")
+        time.sleep(0.2)  # let the monitor read the line before we hang up
 
 
 def _default_cache() -> Path:
@@ -407,10 +431,11 @@ sync
         cmdline = " ".join(dict.fromkeys((*_BASE_CMDLINE, drill.ramoops.memmap(),
                                           *action_cmdline, *drill.extra_cmdline)))
         argv = [
-            qemu, "-accel", "tcg", "-m", f"{drill.memory_mb}M", "-smp", "1",
+            qemu, "-accel", "tcg", "-m", f"{drill.memory_mb}M", "-smp", str(drill.smp),
             "-kernel", str(drill.kernel.vmlinuz), "-initrd", str(initrd),
             "-append", cmdline,
-            "-display", "none", "-serial", "stdio", "-monitor", "none", "-nic", "none",
+            "-display", "none", "-serial", "stdio", "-nic", "none",
+            "-monitor", f"unix:{workdir / 'monitor.sock'},server=on,wait=off",
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on",
             "-virtfs", f"local,path={workdir},mount_tag=lab,security_model=none",
         ]
@@ -423,7 +448,7 @@ sync
         return argv
 
     def _run_qemu(self, argv: list[str], serial_log: Path, deadline: float, label: str,
-                  max_boots: int) -> tuple[int, int]:
+                  max_boots: int, reset_on: str | None = None) -> tuple[int, int]:
         """Run one QEMU process to its end; return (exit code, boots seen)."""
         boots = 0
         with serial_log.open("ab") as log:
@@ -448,6 +473,10 @@ sync
                         self.progress(f"{label}: {line.split('memconsole-lab: ', 1)[1].strip()}")
                     elif "Kernel panic - not syncing" in line:
                         self.progress(f"{label}: guest panicked, warm reboot follows")
+                    if reset_on is not None and reset_on in line and boots < max_boots:
+                        self.progress(f"{label}: {reset_on!r} seen: system_reset via the "
+                                      "QEMU monitor")
+                        _monitor(argv, "system_reset")
 
             reader = threading.Thread(target=pump, daemon=True)
             reader.start()
@@ -488,7 +517,8 @@ sync
             boots, rc = 0, 0
             while boots < len(drill.crashes) and rc == 0:
                 rc, n = self._run_qemu(self._qemu_argv(drill, workdir, initrd, True),
-                                       serial_log, deadline, label, expected - boots)
+                                       serial_log, deadline, label, expected - boots,
+                                       drill.monitor_reset_on)
                 boots += n
                 if n == 0:
                     break
@@ -500,7 +530,8 @@ sync
                 boots += n
         else:
             rc, boots = self._run_qemu(self._qemu_argv(drill, workdir, initrd, False),
-                                       serial_log, deadline, label, expected)
+                                       serial_log, deadline, label, expected,
+                                       drill.monitor_reset_on)
         serial = serial_log.read_text(errors="replace")
         result = DrillResult(workdir, serial, region, boots)
         if boots > expected:
