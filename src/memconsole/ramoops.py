@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -533,10 +534,25 @@ _HDR_WITH_TYPE = ["====", "%lld", ".", "%lu", "-", "%c", " ", "%n"]
 _HDR_PLAIN = ["====", "%lld", ".", "%lu", " ", "%n"]
 
 
+# The form ramoops_write_kmsg_hdr() writes; vsscanf() reads it the same way
+# (then skips whitespace for the "\n" directive, as below).
+_CANONICAL = re.compile(rb"====(\d{1,18})\.(\d{1,18})-([^\0])", re.DOTALL)
+
+
 def parse_dmesg_header(old_log: bytes) -> DmesgHeader:
     """ramoops_read_kmsg_hdr(): ``====<sec>.<usec>-<C|D>\\n`` (or the older
-    form without ``-C``/``-D``) at the start of a dmesg zone."""
+    form without ``-C``/``-D``) at the start of a dmesg zone.  Note that the
+    ``\\n`` directive skips every whitespace byte that follows, as the kernel
+    does, even when it belongs to the record."""
     head = old_log[:96]  # "====" + %lld(20) + "." + %lu(20) + "-C\n" and spaces
+    m = _CANONICAL.match(head)
+    if m:
+        pos = m.end()
+        while pos < len(head) and head[pos] in _SPACE:
+            pos += 1
+        if pos < len(head):
+            return DmesgHeader(pos, int(m.group(1)) * 10**9 + int(m.group(2)) * 1000,
+                               m.group(3) == b"C")
     num, vals, n = _vsscanf(head, _HDR_WITH_TYPE)
     if num == 3:
         return DmesgHeader(n, vals[0] * 10**9 + vals[1] * 1000, vals[2] == ord("C"))
