@@ -73,7 +73,7 @@ def strip_prefix(raw: bytes) -> Line:
     if line[:1] in (b" ", b"\t"):
         # Pasted logs are often indented as a block; keep frame indentation.
         stripped = line.lstrip(b" \t")
-        if stripped[:1] in (b"[", b"<") and stripped[1:2].isdigit() or stripped[:2] == b"[ ":
+        if (stripped[:1] in (b"[", b"<") and stripped[1:2].isdigit()) or stripped[:2] == b"[ ":
             pos = len(line) - len(stripped)
     m = _SYSLOG.match(line, pos)
     if m:
@@ -142,9 +142,11 @@ _MARKERS: tuple[tuple[str, str, re.Pattern[bytes]], ...] = (
     # kernel/sched/core.c __schedule_bug(): "BUG: scheduling while atomic: %s/%d/0x%08x"
     # (2.6.2x printed comm/preempt_count/pid).
     ("scheduling-while-atomic", "scheduling while atomic",
-     re.compile(rb"BUG: scheduling while atomic: (?P<comm>.{1,64})/(?P<pid>\d{1,10})/0x[0-9a-f]{1,8}")),
+     re.compile(rb"BUG: scheduling while atomic: "
+                rb"(?P<comm>.{1,64})/(?P<pid>\d{1,10})/0x[0-9a-f]{1,8}")),
     ("scheduling-while-atomic", "scheduling while atomic",
-     re.compile(rb"BUG: scheduling while atomic: (?P<comm>.{1,64})/0x[0-9a-f]{1,8}/(?P<pid>\d{1,10})")),
+     re.compile(rb"BUG: scheduling while atomic: "
+                rb"(?P<comm>.{1,64})/0x[0-9a-f]{1,8}/(?P<pid>\d{1,10})")),
     # kernel/watchdog.c watchdog_timer_fn(): "BUG: soft lockup - CPU#%d stuck for %us! [%s:%d]"
     # prefixed "NMI watchdog: " (4.0-4.12, pr_fmt) or "watchdog: " (4.13+).
     ("soft-lockup", "soft lockup",
@@ -155,7 +157,8 @@ _MARKERS: tuple[tuple[str, str, re.Pattern[bytes]], ...] = (
     ("null-pointer", "NULL pointer dereference",
      re.compile(rb"BUG: kernel NULL pointer dereference, address: ?(?P<addr>\S{1,20})")),
     ("null-pointer", "NULL pointer dereference",
-     re.compile(rb"BUG: unable to handle kernel NULL pointer dereference at\s{0,20}(?P<addr>\S{0,20})")),
+     re.compile(rb"BUG: unable to handle kernel NULL pointer dereference at"
+                rb"\s{0,20}(?P<addr>\S{0,20})")),
     # arch/arm64/mm/fault.c die_kernel_fault(), arch/arm/mm/fault.c __do_kernel_fault():
     # "Unable to handle kernel %s at virtual address %08lx" (MIPS adds "CPU %d ").
     ("null-pointer", "NULL pointer dereference",
@@ -183,10 +186,12 @@ _MARKERS: tuple[tuple[str, str, re.Pattern[bytes]], ...] = (
     # 6.19-era syzbot kernels), 3.10+ "WARNING: CPU: %d PID: %d at %s:%d %pS",
     # before "WARNING: at %s:%d %pS()".
     ("warning", "WARNING",
-     re.compile(rb"WARNING: (?P<loc>\S{1,300}:\d{1,7}) at (?P<func>[^\s,]{1,300}), CPU#(?P<cpu>\d{1,5}): "
+     re.compile(rb"WARNING: (?P<loc>\S{1,300}:\d{1,7}) at (?P<func>[^\s,]{1,300}), "
+                rb"CPU#(?P<cpu>\d{1,5}): "
                 rb"(?P<comm>.{0,64})/(?P<pid>\d{1,10})")),
     ("warning", "WARNING",
-     re.compile(rb"WARNING: CPU: (?P<cpu>\d{1,5}) PID: (?P<pid>\d{1,10}) at (?P<loc>\S{1,300}?:\d{1,7})"
+     re.compile(rb"WARNING: CPU: (?P<cpu>\d{1,5}) PID: (?P<pid>\d{1,10}) "
+                rb"at (?P<loc>\S{1,300}?:\d{1,7})"
                 rb"(?: (?P<func>.{1,300}))?")),
     ("warning", "WARNING",
      re.compile(rb"WARNING: at (?P<loc>\S{1,300}?:\d{1,7})(?: (?P<func>.{1,300}))?")),
@@ -202,11 +207,13 @@ _MARKERS: tuple[tuple[str, str, re.Pattern[bytes]], ...] = (
     # kernel/watchdog.c watchdog_hardlockup_check() (6.7+):
     # "Watchdog detected hard LOCKUP on cpu %d".
     ("hard-lockup", "hard lockup",
-     re.compile(rb"(?:NMI watchdog: |watchdog: )?Watchdog detected hard LOCKUP on cpu (?P<cpu>\d{1,5})")),
+     re.compile(rb"(?:NMI watchdog: |watchdog: )?"
+                rb"Watchdog detected hard LOCKUP on cpu (?P<cpu>\d{1,5})")),
     # kernel/hung_task.c check_hung_task(): "INFO: task %s:%d blocked for more than %ld
     # seconds." (newest kernels: "blocked in I/O wait for more than").
     ("hung-task", "hung task",
-     re.compile(rb"INFO: task (?P<comm>.{0,64}):(?P<pid>\d{1,10}) (?:blocked (?:in I/O wait )?for more "
+     re.compile(rb"INFO: task (?P<comm>.{0,64}):(?P<pid>\d{1,10}) "
+                rb"(?:blocked (?:in I/O wait )?for more "
                 rb"than|can't die for more than) (?P<secs>\d{1,10}) seconds")),
     # kernel/rcu/tree_stall.h print_cpu_stall(): "INFO: %s self-detected stall on CPU",
     # print_other_cpu_stall(): "INFO: %s detected stalls on CPUs/tasks:" (pr_fmt "rcu: "
@@ -248,14 +255,16 @@ def marker(body: bytes) -> Marker | None:
 # "INFO: task <comm part 1" / "<comm part 2>:18088 blocked for more than 143 seconds."
 HUNG_HEAD = re.compile(rb"INFO: task (?P<comm>.{0,64})")
 HUNG_TAIL = re.compile(
-    rb"(?P<comm>.{0,64}):(?P<pid>\d{1,10}) blocked (?:in I/O wait )?for more than (?P<secs>\d{1,10}) seconds"
+    rb"(?P<comm>.{0,64}):(?P<pid>\d{1,10}) blocked (?:in I/O wait )?for more than "
+    rb"(?P<secs>\d{1,10}) seconds"
 )
 
 # arch/x86/kernel/dumpstack.c __die_header(): "%s: %04lx [#%d]" (6.10+ "Oops: %s: ...");
 # arch/arm64/kernel/traps.c __die() and arch/arm/kernel/traps.c __die():
 # "Internal error: %s: %x [#%d]"; riscv "Oops [#%d]", MIPS "Oops[#%d]:".
 _DIE = (
-    re.compile(rb"(?:Oops: )?(?P<what>[A-Za-z][\w ,#-]{0,120}?)(?:: 0x[0-9a-f]{1,16})?: [0-9a-f]{1,4} \[#(?P<n>\d{1,6})\]"),
+    re.compile(rb"(?:Oops: )?(?P<what>[A-Za-z][\w ,#-]{0,120}?)(?:: 0x[0-9a-f]{1,16})?: "
+               rb"[0-9a-f]{1,4} \[#(?P<n>\d{1,6})\]"),
     re.compile(rb"Internal error: (?P<what>.{1,80}?): ?[0-9a-f]{1,16} \[#(?P<n>\d{1,6})\]"),
     re.compile(rb"(?P<what>Oops) ?\[#(?P<n>\d{1,6})\]"),
 )
@@ -292,15 +301,19 @@ PANIC = re.compile(rb"\s{0,8}Kernel panic - not syncing:? ?(?P<reason>.{0,900})"
 # lib/dump_stack.c dump_stack_print_info(): "CPU: %d PID: %d Comm: %.20s %s%s %s %.*s"
 # (6.11+ "CPU: %d UID: %u PID: ..."); "%s%s" is "Kdump: loaded " and print_tainted().
 CPU_LINE = re.compile(
-    rb"\s{0,8}CPU: (?P<cpu>\d{1,5}) (?:UID: \d{1,10} )?PID: (?P<pid>\d{1,10}) Comm: (?P<comm>.{0,64}?) "
+    rb"\s{0,8}CPU: (?P<cpu>\d{1,5}) (?:UID: \d{1,10} )?PID: (?P<pid>\d{1,10}) "
+    rb"Comm: (?P<comm>.{0,64}?) "
     rb"(?:Kdump: loaded )?(?P<taint>Not tainted|Tainted: )(?P<rest>.{0,400})"
 )
 # 2.6/3.x x86 show_regs(): "Pid: %d, comm: %.20s %s %s %.*s".
 PID_LINE = re.compile(
-    rb"\s{0,8}Pid: (?P<pid>\d{1,10}), comm: (?P<comm>.{0,64}?) (?P<taint>Not tainted|Tainted: )(?P<rest>.{0,400})"
+    rb"\s{0,8}Pid: (?P<pid>\d{1,10}), comm: (?P<comm>.{0,64}?) "
+    rb"(?P<taint>Not tainted|Tainted: )(?P<rest>.{0,400})"
 )
 # 3.x arm __show_regs(): "CPU: %d    %s  (%s %.*s)".
-ARM_CPU_LINE = re.compile(rb"\s{0,8}CPU: (?P<cpu>\d{1,5}) {1,8}(?P<taint>Not tainted|Tainted: )(?P<rest>.{0,400})")
+ARM_CPU_LINE = re.compile(
+    rb"\s{0,8}CPU: (?P<cpu>\d{1,5}) {1,8}(?P<taint>Not tainted|Tainted: )(?P<rest>.{0,400})"
+)
 # kernel/hung_task.c and lockdep print the taint on a line of its own; 6.11+
 # print_tainted_verbose() adds "Tainted: [O]=OOT_MODULE, [E]=UNSIGNED_MODULE".
 TAINT_LINE = re.compile(rb"\s{0,8}(?P<taint>Not tainted|Tainted: )(?P<rest>.{0,400})")
@@ -347,7 +360,8 @@ def in_trace_filler(body: bytes) -> bool:
 # they keep a report open (see memconsole.oops) and extend its end offset.
 _RELATED = re.compile(
     rb"\s{0,8}(?:(?:RIP|RSP|RAX|RDX|RBP|R1[03]|FS|CS|CR2|DR[0-7]|PKRU|EIP|EAX|ESI|DS|Code|Stack"
-    rb"|Hardware name|CPU|Pid|Process|Modules linked in|Workqueue|Tainted|Not tainted|pstate|pc|lr|sp"
+    rb"|Hardware name|CPU|Pid|Process|Modules linked in|Workqueue|Tainted|Not tainted|pstate"
+    rb"|pc|lr|sp"
     rb"|x\d{1,2}|Mem abort info|Data abort info|ESR|EC|SET|EA|FnV|FSC|ISV|CM|WnR|user pgtable"
     rb"|swapper pgtable|IP|PGD|P4D|#PF|Oops|Internal error|Kernel Offset|CPU features|Memory Limit"
     rb"|Call Trace|Call trace|Backtrace|task|PC is at|LR is at|psr|Flags|Control|irq event stamp"
@@ -370,7 +384,9 @@ def related(body: bytes) -> bool:
 # --------------------------------------------------------------------------
 
 # x86 "<IRQ>", "</IRQ>", "<TASK>", "<NMI>", "<SOFTIRQ>", "<#DF>", 3.x "<EOI>", "<<EOE>>".
-CONTEXT_MARK = re.compile(rb"\s{0,8}(?:<(?P<close>/?)(?P<name>TASK|IRQ|NMI|SOFTIRQ|EOI|#[A-Z]{2})>|<<EOE>>|<EOE>)")
+CONTEXT_MARK = re.compile(
+    rb"\s{0,8}(?:<(?P<close>/?)(?P<name>TASK|IRQ|NMI|SOFTIRQ|EOI|#[A-Z]{2})>|<<EOE>>|<EOE>)"
+)
 _ADDR = re.compile(rb"\[<[0-9a-fA-F]{1,16}>\]\s{0,4}")
 # "%pS": symbol+0xoff/0xsize, then " [module]" or " [module buildid]".
 _SYM = re.compile(
@@ -382,10 +398,13 @@ _SYM = re.compile(
 _DECODED = re.compile(rb"(?P<func>[A-Za-z_.$][\w.$]{0,255}) \((?:[^()\s]{1,300}:\d{1,7})")
 _INLINE = re.compile(rb"(?P<func>[A-Za-z_.$][\w.$]{0,255}) [\w./+-]{1,300}:\d{1,7} \[inline\]")
 # Unsymbolised addresses: "0xffffffc00818ff8c [netatop@0000+0x12000]".
-_RAW = re.compile(rb"(?P<func>0x[0-9a-f]{1,16})(?:\s{1,4}\[(?P<mod>[\w-]{1,64})[^\]]{0,200}\])?\s{0,4}$")
+_RAW = re.compile(
+    rb"(?P<func>0x[0-9a-f]{1,16})(?:\s{1,4}\[(?P<mod>[\w-]{1,64})[^\]]{0,200}\])?\s{0,4}$"
+)
 # arm unwind_backtrace(): "[<pc>] (func) from [<lr>] (caller+0x../0x..)".
 ARM_FROM = re.compile(
-    rb"\s{0,8}\[<[0-9a-f]{1,16}>\] \((?P<func>[^\s()]{1,256})(?: \[(?P<mod>[\w-]{1,64})\])?\) from \[<"
+    rb"\s{0,8}\[<[0-9a-f]{1,16}>\] \((?P<func>[^\s()]{1,256})(?: \[(?P<mod>[\w-]{1,64})\])?\)"
+    rb" from \[<"
 )
 # 2.6.2x "IP: [<f88dec25>] :radeon:radeon_cp_init_ring_buffer+0x90/0x302"
 _OLD_MODPREFIX = re.compile(rb":(?P<mod>[\w-]{1,64}):")
@@ -437,3 +456,88 @@ def parse_frame(text: bytes, *, bare: bool = False) -> RawFrame | None:
         if m:
             return RawFrame(m.group("func"), None, None, m.group("mod"), reliable, False)
     return None
+
+
+# --------------------------------------------------------------------------
+# Field grammar
+# --------------------------------------------------------------------------
+
+# A stack dump word, never a module name.
+HEXWORD = re.compile(rb"[0-9a-f]{8,16}")
+
+# Functions that report a failure rather than cause it; skipped when naming
+# the culprit of a list corruption.
+PLUMBING = re.compile(
+    r"(?:__?list_|list_|dump_stack|show_stack|dump_backtrace|__warn|warn_slowpath|report_bug"
+    r"|handle_bug|exc_invalid_op|asm_exc_invalid_op|do_trap|do_error_trap|do_invalid_op|invalid_op"
+    r"|panic|vpanic|__stack_chk_fail|__schedule_bug|__die|die|oops_end|bug_handler|brk_handler"
+    r"|call_break_hook|early_brk64|el1_|BUG_|__bug)"
+)
+
+# Scheduler and sleeping-lock internals between "scheduling while atomic" and
+# the code that slept.
+SLEEPERS = re.compile(
+    r"(?:__?schedule|schedule|preempt_schedule|__?cond_resched|_+might_(?:sleep|resched|fault)"
+    r"|might_fault|__?mutex_lock|mutex_lock|down|rt_mutex|rt_spin|wait_for_|__wait_for_|msleep"
+    r"|usleep|io_schedule|__?down_)"
+)
+
+
+def parse_taint(taint: bytes, rest: bytes) -> tuple[str, str | None]:
+    """Taint letters and kernel release from what follows ``Tainted: ``.
+
+    kernel/panic.c print_tainted() prints one column per flag, a space when
+    unset, starting with ``P`` or ``G`` (proprietary module or not; ``G`` is no
+    taint).  RHEL adds ``-`` columns.  The release follows the flags.
+    """
+    letters: list[str] = []
+    tokens = rest.split()
+    if taint == b"Not tainted":
+        return "", tokens[0].lstrip(b"(").decode("utf-8", "backslashreplace") if tokens else None
+    for tok in tokens[:64]:
+        if re.fullmatch(rb"[A-Z-]+", tok):
+            letters.extend(chr(c) for c in tok if 65 <= c <= 90 and c != 71)  # not 'G'
+            continue
+        return "".join(letters), tok.lstrip(b"(").decode("utf-8", "backslashreplace")
+    return "".join(letters), None
+
+
+def panic_category(reason: str) -> str:
+    """Classify a panic reason by the report expected to explain it.
+
+    Reasons: arch/x86/kernel/dumpstack.c oops_end() "Fatal exception" /
+    "Fatal exception in interrupt" (arm64 die(): "Oops: Fatal exception");
+    kernel/panic.c check_panic_on_warn() "[origin: ]panic_on_warn set ...";
+    kernel/watchdog.c "softlockup: hung tasks" and "Hard LOCKUP";
+    kernel/hung_task.c "hung_task: blocked tasks"; mm/oom_kill.c "Out of
+    memory: ..." and "System is deadlocked on memory"; kernel/rcu/tree_stall.h
+    "RCU Stall"; kernel/exit.c "Attempted to kill init!"; kernel/panic.c
+    __stack_chk_fail() and kernel/sched/core.c schedule_debug().
+    """
+    r = reason.strip()
+    if re.match(r"(?:Oops: )?Fatal exception", r) or r.endswith(": Fatal exception"):
+        return "fatal"
+    if "panic_on_warn set" in r:
+        return "warn"
+    if r.startswith("softlockup: hung tasks"):
+        return "softlockup"
+    if r.startswith("hung_task: blocked tasks"):
+        return "hungtask"
+    if re.search(r"hard LOCKUP", r, re.IGNORECASE):
+        return "hardlockup"
+    if r.startswith(("Out of memory", "System is deadlocked on memory")):
+        return "oom"
+    if r.startswith("RCU Stall"):
+        return "rcu"
+    if r.startswith("Attempted to kill init"):
+        return "init"
+    if "Kernel stack is corrupted" in r or r.startswith("corrupted stack end detected"):
+        return "stack"
+    return "other"
+
+
+# A panic no report explains still names the kind its reason implies.
+STANDALONE_KIND = {
+    "oom": "oom", "stack": "stack-corruption", "hardlockup": "hard-lockup",
+    "softlockup": "soft-lockup", "hungtask": "hung-task", "rcu": "rcu-stall",
+}

@@ -139,9 +139,6 @@ _DIE_KINDS = frozenset({
 # KASAN's end_report() and UBSAN's ubsan_epilogue().
 _WARN_KINDS = frozenset({"warning", "kasan", "ubsan", "list-corruption"})
 
-# A stack dump word, never a module name.
-_HEXWORD = re.compile(rb"[0-9a-f]{8,16}")
-
 _MAX_FRAMES = 64
 _MAX_MODULES = 1024
 # A report stays open while report-like lines keep coming; this many
@@ -152,25 +149,6 @@ _MAX_LINES = 4000
 _HEADER_LINES = 40
 # A "cut here" line or "====" banner belongs to a marker this close after it.
 _PENDING_LINES = 4
-
-# Functions that report a failure rather than cause it; skipped when naming
-# the culprit of a list or stack corruption.
-_PLUMBING = re.compile(
-    r"(?:__?list_|list_|dump_stack|show_stack|dump_backtrace|__warn|warn_slowpath|report_bug"
-    r"|handle_bug|exc_invalid_op|asm_exc_invalid_op|do_trap|do_error_trap|do_invalid_op|invalid_op"
-    r"|panic|vpanic|__stack_chk_fail|__schedule_bug|__die|die|oops_end|bug_handler|brk_handler"
-    r"|call_break_hook|early_brk64|el1_|BUG_|__bug)"
-)
-
-
-# Scheduler and sleeping-lock internals between "scheduling while atomic" and
-# the code that slept.
-_SLEEPERS = re.compile(
-    r"(?:__?schedule|schedule|preempt_schedule|__?cond_resched|_+might_(?:sleep|resched|fault)"
-    r"|might_fault|__?mutex_lock|mutex_lock|down|rt_mutex|rt_spin|wait_for_|__wait_for_|msleep"
-    r"|usleep|io_schedule|__?down_)"
-)
-
 
 def _text(raw: bytes) -> str:
     """Decode kernel text for the API; undecodable bytes stay visible as ``\\xNN``."""
@@ -185,59 +163,6 @@ def _printable(s: str) -> str:
 def _frame(raw: _p.RawFrame, context: str) -> Frame:
     return Frame(_text(raw.function), raw.offset, raw.size,
                  _text(raw.module) if raw.module is not None else None, raw.reliable, context)
-
-
-def _taint(taint: bytes, rest: bytes) -> tuple[str, str | None]:
-    """Taint letters and kernel release from what follows ``Tainted: ``.
-
-    kernel/panic.c print_tainted() prints one column per flag, a space when
-    unset, starting with ``P`` or ``G`` (proprietary module or not; ``G`` is no
-    taint).  RHEL adds ``-`` columns.  The release follows the flags.
-    """
-    letters: list[str] = []
-    release: str | None = None
-    tokens = rest.split()
-    if taint == b"Not tainted":
-        if tokens:
-            release = _text(tokens[0].lstrip(b"("))
-        return "", release
-    for tok in tokens[:64]:
-        if release is None and re.fullmatch(rb"[A-Z-]+", tok):
-            letters.extend(chr(c) for c in tok if 65 <= c <= 90 and c != 71)  # not 'G'
-            continue
-        release = _text(tok.lstrip(b"("))
-        break
-    return "".join(letters), release
-
-
-def _panic_category(reason: str) -> str:
-    """Classify a panic reason by what report is expected to explain it."""
-    r = reason.strip()
-    if re.match(r"(?:Oops: )?Fatal exception", r) or r.endswith(": Fatal exception"):
-        return "fatal"
-    if "panic_on_warn set" in r:
-        return "warn"
-    if r.startswith("softlockup: hung tasks"):
-        return "softlockup"
-    if r.startswith("hung_task: blocked tasks"):
-        return "hungtask"
-    if re.search(r"hard LOCKUP", r, re.IGNORECASE):
-        return "hardlockup"
-    if r.startswith(("Out of memory", "System is deadlocked on memory")):
-        return "oom"
-    if r.startswith("RCU Stall"):
-        return "rcu"
-    if r.startswith("Attempted to kill init"):
-        return "init"
-    if "Kernel stack is corrupted" in r or r.startswith("corrupted stack end detected"):
-        return "stack"
-    return "other"
-
-
-_STANDALONE_KIND = {
-    "oom": "oom", "stack": "stack-corruption", "hardlockup": "hard-lockup",
-    "softlockup": "soft-lockup", "hungtask": "hung-task", "rcu": "rcu-stall",
-}
 
 
 class _Builder:
@@ -354,7 +279,7 @@ class _Builder:
 
     def feed(self, body: bytes, idx: int, end: int, caller: bytes | None) -> None:
         """Take what a non-marker line of the report says."""
-        if self.trace == 1 and caller is not None and self.caller is not None and caller != self.caller:
+        if self.trace == 1 and caller is not None and self.caller not in (None, caller):
             return  # another task's message printed into the middle of our trace
         hit = self._fields(body)
         hit = self._trace_line(body) or hit
@@ -374,9 +299,11 @@ class _Builder:
         m = _p.CPU_LINE.match(body) or _p.PID_LINE.match(body)
         if m:
             d = m.groupdict()
-            if self.cpu is None and d.get("cpu") is not None:
+            pid = int(d["pid"])
+            # The CPU of another task (khungtaskd printing a hung-task panic) is not ours.
+            if self.cpu is None and d.get("cpu") is not None and self.pid in (None, pid):
                 self.cpu = int(d["cpu"])
-            self._take_task(int(d["pid"]), d["comm"])
+            self._take_task(pid, d["comm"])
             self._take_taint(m.group("taint"), m.group("rest"))
             return True
         m = _p.ARM_CPU_LINE.match(body)
@@ -437,7 +364,7 @@ class _Builder:
             self.comm = _text(comm)
 
     def _take_taint(self, taint: bytes, rest: bytes) -> None:
-        letters, release = _taint(taint, rest)
+        letters, release = _p.parse_taint(taint, rest)
         if self.tainted is None:
             self.tainted = letters
         if self.release is None and release:
@@ -451,7 +378,7 @@ class _Builder:
         for tok in tokens:
             if tok.startswith(b"["):  # "[last unloaded: foo]"
                 break
-            if _p.MODULE_TOKEN.fullmatch(tok) and not _HEXWORD.fullmatch(tok):
+            if _p.MODULE_TOKEN.fullmatch(tok) and not _p.HEXWORD.fullmatch(tok):
                 names.append(_text(tok.split(b"(", 1)[0]))
             elif not first:
                 return False  # not a module list continuation after all
@@ -514,11 +441,11 @@ class _Builder:
         """The function to name in the headline."""
         if self.kind in ("list-corruption", "scheduling-while-atomic"):
             for f in self.frames:
-                if f.reliable and not _PLUMBING.match(f.function) and not (
-                        self.kind == "scheduling-while-atomic" and _SLEEPERS.match(f.function)):
+                if f.reliable and not _p.PLUMBING.match(f.function) and not (
+                        self.kind == "scheduling-while-atomic" and _p.SLEEPERS.match(f.function)):
                     return f.label()
         culprit_only = self.kind == "list-corruption"  # never name the list checker
-        if self.rip is not None and not (culprit_only and _PLUMBING.match(self.rip.function)):
+        if self.rip is not None and not (culprit_only and _p.PLUMBING.match(self.rip.function)):
             return self.rip.label()
         if self.kind == "hard-lockup":
             # The watchdog's own frames run in NMI context; the culprit is what it interrupted.
@@ -529,7 +456,7 @@ class _Builder:
         func = self.groups.get("func") or self.groups.get("where")
         if func:
             raw = _p.parse_frame(func.removesuffix(b"()"), bare=True)
-            if raw is not None and not (culprit_only and _PLUMBING.match(_text(raw.function))):
+            if raw is not None and not (culprit_only and _p.PLUMBING.match(_text(raw.function))):
                 return _frame(raw, "").label()
         return None
 
@@ -554,7 +481,8 @@ class _Builder:
                 return f"{reason}{at}"
             return f"kernel panic: {reason}"
         if kind == "null-pointer":
-            return "NULL pointer dereference" + (at or (f" at {g['addr']}" if g.get("addr") else ""))
+            addr = f" at {g['addr']}" if g.get("addr") else ""
+            return f"NULL pointer dereference{at or addr}"
         if kind == "page-fault":
             what = g.get("what", "page fault")
             if what == "paging request":
@@ -663,14 +591,14 @@ def _parse(text: bytes) -> list[_Builder]:
             m = _p.PANIC.match(body)
             if m:
                 reason = _printable(_text(m.group("reason")).strip())
-                cat = _panic_category(reason)
+                cat = _p.panic_category(reason)
                 if cur is not None and cur.panic_reason is None and cur.explains(cat):
                     cur.panic_reason = reason
                     cur.touch(idx, e)
                     continue
                 if cur is not None:
                     done.append(cur)
-                cur = _Builder(_STANDALONE_KIND.get(cat, "panic"), "panic", idx, s, e, line.time)
+                cur = _Builder(_p.STANDALONE_KIND.get(cat, "panic"), "panic", idx, s, e, line.time)
                 cur.caller = line.caller
                 cur.standalone = True
                 cur.panic_reason = reason
@@ -762,7 +690,7 @@ def primary_report(text: bytes) -> Report | None:
         if b.panic_reason is None:
             continue
         if b.standalone:
-            cat = _panic_category(b.panic_reason)
+            cat = _p.panic_category(b.panic_reason)
             for j in range(i - 1, -1, -1):
                 if built[j].explains(cat):
                     return dataclasses.replace(built[j].report(), panic_reason=b.panic_reason)
