@@ -230,3 +230,19 @@ def test_wrong_geometry_is_one_line(tmp_path: Path) -> None:
     assert rc == 1 and "beyond the end of the image" in err
     rc, err = _cli(tmp_path, bytes(4096))
     assert rc == 1 and err.count("\n") == 1 and "no ramoops zone header" in err
+
+
+def test_scan_recovers_records_when_every_header_is_gone(tmp_path: Path) -> None:
+    region, files, _ = load("k612-null-defaults")
+    buf = bytearray(region)
+    pos = buf.find(b"DBGC")
+    while pos >= 0:  # zero every zone header, payloads intact
+        buf[pos:pos + 12] = bytes(12)
+        pos = buf.find(b"DBGC", pos + 1)
+    rc, err = _cli(tmp_path, bytes(buf))
+    assert rc == 1 and "no ramoops zone header" in err
+    out = tmp_path / "out"
+    rc, err = _cli(tmp_path, bytes(buf), "--scan", "--out", str(out))
+    assert rc == 0
+    got = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert got == {f"{k}.recovered": v for k, v in files.items()}

@@ -238,7 +238,15 @@ def _run(args: argparse.Namespace, mv: memoryview) -> int:
         offset = args.offset or 0
         geom = _explicit_geometry(args, mv, offset)
     else:
-        det = ramoops.detect(mv, args.offset or 0, progress=_progress("scanning"))
+        try:
+            det = ramoops.detect(mv, args.offset or 0, progress=_progress("scanning"))
+        except ParseError as exc:
+            if not args.scan:
+                raise
+            _note(f"{exc}; scanning for dmesg records without zone headers")
+            recs = ramoops.scan_headerless(mv, args.offset or 0,
+                                           progress=_progress("scanning"))
+            return _emit(args, recs, 0, ())
         offset, geom = det.offset, det.geometry
         for line in det.notes:
             _note(f"inferred: {line}")
@@ -260,30 +268,36 @@ def _run(args: argparse.Namespace, mv: memoryview) -> int:
         first = decoded.zones[0]
         raise ParseError(f"{first.problem} (and every other zone): wrong --offset or "
                          "geometry options?")
-    for line in decoded.problems:
+    return _emit(args, decoded.records, geom.ecc_size, decoded.problems)
+
+
+def _emit(args: argparse.Namespace, records: tuple[Record, ...], ecc_size: int,
+          problems: tuple[str, ...]) -> int:
+    """Report problems, write/print the records, and pick the exit code."""
+    for line in problems:
         _note(f"{line}, skipping")
-    for rec in decoded.records:
+    for rec in records:
         if rec.note and (rec.name.endswith(".enc.z") or rec.recovered):
             _note(f"{rec.name}: {rec.note}")
     if args.out is not None:
         try:
             args.out.mkdir(parents=True, exist_ok=True)
-            for rec in decoded.records:
+            for rec in records:
                 _write(args.out, rec)
         except OSError as exc:
             raise ConfigError(f"cannot write to {args.out}: {exc.strerror}") from exc
     if args.json:
-        for rec in decoded.records:
+        for rec in records:
             print(_json(rec))
     elif args.out is None:
-        for rec in decoded.records:
+        for rec in records:
             when = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec.time_ns // 10**9))
                     if rec.time_ns else "-")
             ecc = (f" ecc:{rec.ecc_corrected}/{rec.ecc_bad_blocks}"
-                   if geom.ecc_size else "")
+                   if ecc_size else "")
             print(f"{rec.name}\t{rec.kind.value}\t{when}\t{len(rec.payload)}{ecc}")
     sys.stdout.flush()
-    if not decoded.records:
+    if not records:
         _note("no records in the region")
         return _EXIT_MISSING
-    return _EXIT_PARTIAL if decoded.problems else _EXIT_OK
+    return _EXIT_PARTIAL if problems else _EXIT_OK

@@ -65,6 +65,7 @@ __all__ = [
     "parse_dmesg_header",
     "parse_header",
     "rounddown_pow_of_two",
+    "scan_headerless",
     "version_code",
 ]
 
@@ -1075,3 +1076,44 @@ def detect(image: Buffer, start: int = 0, end: int | None = None,
         notes.append(f"ignored {len(hits) - count - len(tail)} other 'DBGC' match(es) "
                      "outside the zone layout")
     return Detection(base, geom, tuple(notes))
+
+
+def scan_headerless(image: Buffer, start: int = 0, end: int | None = None,
+                    max_out: int = 3 << 20, progress: Progress | None = None
+                    ) -> tuple[Record, ...]:
+    """``--scan`` when no zone header survives at all: find dmesg records by
+    their ``====sec.usec-C|D`` line anywhere in *image* and recover them.
+    Compressed ones end where their deflate stream ends; plain ones at the
+    first NUL.  Records are numbered in image order and marked recovered."""
+    mv = memoryview(image).cast("B") if not isinstance(image, memoryview) else image
+    end = len(mv) if end is None else min(end, len(mv))
+    out: list[Record] = []
+    for pos in _find_all(mv, b"====", start, end, progress):
+        head = bytes(mv[pos:pos + 96])
+        hdr = parse_dmesg_header(head)
+        if not hdr.length or not _CANONICAL.match(head):
+            continue
+        body_at = pos + hdr.length
+        if hdr.compressed:
+            d = zlib.decompressobj(-15)
+            try:
+                text = d.decompress(bytes(mv[body_at:min(end, body_at + max_out)]), max_out)
+            except zlib.error:
+                continue
+            if not d.eof:
+                continue
+            used = min(end, body_at + max_out) - body_at - len(d.unused_data)
+            raw = bytes(mv[body_at:body_at + used])
+        else:
+            chunk = bytes(mv[body_at:min(end, body_at + max_out)])
+            text = raw = chunk.split(b"\0", 1)[0]
+        if not text:
+            continue
+        n = len(out)
+        out.append(Record(-1, ZoneKind.DMESG, n, f"dmesg-ramoops-{n}.recovered", hdr.time_ns,
+                          hdr.compressed, text, b"", 0, 0, True,
+                          f"found at image offset {pos:#x} without a zone header "
+                          f"({len(raw)} bytes stored)"))
+        if len(out) >= 4096:
+            break
+    return tuple(out)
