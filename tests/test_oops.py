@@ -297,6 +297,34 @@ def test_describe_lab_null_pointer() -> None:
     assert report.oops_count == 1
 
 
+def test_kind_values() -> None:
+    assert [k.value for k in Kind] == [
+        "null-pointer", "page-fault", "general-protection", "divide-error", "invalid-opcode",
+        "bug", "warning", "soft-lockup", "hard-lockup", "hung-task", "rcu-stall", "kasan",
+        "ubsan", "oom", "list-corruption", "stack-corruption", "scheduling-while-atomic",
+        "panic", "unknown"]
+
+
+@pytest.mark.parametrize(("path", "sentence"), [
+    ("lab/6.12/hung/pstore/dmesg-ramoops-0",
+     "kernel panic: task insmod:161 blocked for more than 3 seconds, kernel tainted OE"),
+    ("lab/6.1/sysrq/pstore/dmesg-ramoops-0",
+     "kernel panic: sysrq triggered crash, task sh (pid 104)"),
+    ("lab/6.1/softlockup/pstore/dmesg-ramoops-0",
+     "kernel panic: soft lockup on CPU#0 for 3s in crashy_softlockup [crashy], "
+     "task insmod (pid 121), kernel tainted OE"),
+    ("lab/6.12/list/pstore/dmesg-ramoops-1",
+     "kernel panic: list_del corruption in crashy_list [crashy], task insmod (pid 162), "
+     "kernel tainted OE"),
+    ("reports/kasan-6.19-x86_64-beegfs-verbose-taint.txt",
+     "KASAN: slab-use-after-free in __mutex_lock, task venom-agent (pid 1101), kernel tainted DO"),
+])
+def test_describe(path: str, sentence: str) -> None:
+    report = oops.primary_report(_read(path))
+    assert report is not None
+    assert oops.describe(report) == sentence
+
+
 def test_call_trace_details() -> None:
     report = oops.primary_report(_read("reports/page-fault-4.13-x86_64-fatal-in-interrupt.txt"))
     assert report is not None

@@ -16,7 +16,15 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-__all__: list[str] = []  # private module: nothing is exported
+# Private to memconsole.oops; listed for readers, not for star-imports.
+__all__ = [
+    "ARM_CPU_LINE", "ARM_FROM", "BANNER", "CONTEXT_MARK", "CPU_LINE", "CUT_HERE", "EFLAGS_CPU",
+    "EIP_AT", "HEXWORD", "HUNG_HEAD", "HUNG_TAIL", "IP_LINE", "MAX_LINE", "MODULES",
+    "MODULE_TOKEN", "PANIC", "PC_IS_AT", "PC_LINE", "PID_LINE", "PLUMBING", "PROCESS_LINE",
+    "RIP_LINE", "SLEEPERS", "STANDALONE_KIND", "TAINT_LINE", "TAINT_VERBOSE", "TRACE_HEADER",
+    "USER_CS", "Die", "Line", "Marker", "RawFrame", "die_header", "in_trace_filler", "marker",
+    "panic_category", "parse_frame", "parse_taint", "related", "strip_prefix",
+]
 
 # printk records are at most 1024 bytes of text (PRINTKRB_RECORD_MAX /
 # LOG_LINE_MAX in kernel/printk/printk.c); prefixes added by syslog or the
@@ -339,7 +347,6 @@ USER_CS = frozenset((b"0033", b"0023", b"002b", b"0073", b"e033", b"e02b"))
 # arch/x86/kernel/dumpstack.c show_trace_log_lvl(): "Call Trace:"; arm64 "Call trace:";
 # arm "Backtrace:".
 TRACE_HEADER = re.compile(rb"\s{0,8}(?:Call Trace|Call trace|Backtrace):?\s{0,4}$")
-END_TRACE = re.compile(rb"\s{0,8}---\[ end (?:trace|Kernel panic)")
 CUT_HERE = re.compile(rb"\s{0,8}-{4,}\[ cut here \]-{4,}")
 BANNER = re.compile(rb"\s{0,8}={16,}\s{0,4}$")
 

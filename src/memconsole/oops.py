@@ -485,8 +485,7 @@ class _Builder:
             return f"NULL pointer dereference{at or addr}"
         if kind == "page-fault":
             what = g.get("what", "page fault")
-            if what == "paging request":
-                what = "page fault"
+            what = "page fault" if what == "paging request" else f"kernel {what}"
             addr = f" at address {g['addr']}" if g.get("addr") else ""
             return f"{what}{addr}{at}"
         if kind == "general-protection":
