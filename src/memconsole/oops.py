@@ -150,6 +150,7 @@ _HEADER_LINES = 40
 # A "cut here" line or "====" banner belongs to a marker this close after it.
 _PENDING_LINES = 4
 
+
 def _text(raw: bytes) -> str:
     """Decode kernel text for the API; undecodable bytes stay visible as ``\\xNN``."""
     return raw.decode("utf-8", "backslashreplace")
