@@ -431,6 +431,26 @@ def test_without_panic_the_last_report() -> None:
     assert report is not None and report.kind is Kind.DIVIDE_ERROR
 
 
+def test_reports_never_overlap_around_a_cut_here_line() -> None:
+    # Found by fuzzing: a "cut here" line followed by a line the open hung-task
+    # report kept, then a new marker; the new report used to start at the cut
+    # line, inside the previous report.
+    def line(name: str, prefix: bytes) -> bytes:
+        return next(x for x in _read(f"reports/{name}.txt").splitlines() if prefix in x)
+
+    lines = [
+        line("hung-task-6.x-arm64-io-wait", b"INFO: task udevd"),
+        line("warning-3.0-i686-dma-debug", b"cut here"),
+        line("null-pointer-3.17-arm-shmem", b"Code: ")[:9],
+        line("null-pointer-3.4-arm-syslog-sunxi", b"Unable to handle"),
+    ]
+    text = b"\n".join(lines)
+    reports = oops.parse_reports(text)
+    assert [r.kind for r in reports] == [Kind.HUNG_TASK, Kind.NULL_POINTER]
+    assert reports[0].end <= reports[1].start
+    assert text[reports[1].start:].startswith(b"May 19")
+
+
 # --------------------------------------------------------------------------
 # Line prefixes: the same real report behind every transport
 # --------------------------------------------------------------------------

@@ -573,7 +573,10 @@ def _parse(text: bytes) -> list[_Builder]:
     hung: tuple[int, int, float | None, bytes] | None = None  # "INFO: task <comm\n"
 
     def start(kind: str, name: str, idx: int, s: int, e: int, line: _p.Line) -> _Builder:
-        if pending is not None and idx - pending[0] <= _PENDING_LINES:
+        # A "cut here" line starts the report it announces, unless the report
+        # before took lines after it (reports never overlap).
+        floor = done[-1].end if done else 0
+        if pending is not None and idx - pending[0] <= _PENDING_LINES and pending[1] >= floor:
             b = _Builder(kind, name, idx, pending[1], e, pending[2])
         else:
             b = _Builder(kind, name, idx, s, e, line.time)
