@@ -584,6 +584,12 @@ def _parse(text: bytes) -> list[_Builder]:
         return b
 
     for idx, (s, e, raw) in enumerate(_lines(text)):
+        if not raw.strip():  # fast path: a blank line only ends a call trace
+            if cur is not None:
+                cur.modules_open = False
+                if cur.trace == 1 and cur.frames:
+                    cur.trace = 2
+            continue
         line = _p.strip_prefix(raw)
         body = line.body
         if cur is not None and not cur.open(idx):
