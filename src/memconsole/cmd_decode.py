@@ -83,8 +83,12 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _open(path: str) -> tuple[Any, memoryview]:
-    """Map a regular file read-only, or read a device; returns (keep-alive, view)."""
+def _open(path: str, offset: int | None = None, size: int | None = None
+          ) -> tuple[Any, memoryview, int]:
+    """Map a regular file read-only, or read a device such as /dev/mem
+    (which only lets reserved ranges be read: --offset is required there, and
+    only ``size`` bytes from it are read).  Returns (keep-alive, view, the
+    view's offset in the file)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
@@ -95,11 +99,24 @@ def _open(path: str) -> tuple[Any, memoryview]:
             if st.st_size == 0:
                 raise ParseError(f"{path} is empty")
             mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-            return mm, memoryview(mm)
-        data = b""
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(256 << 20)
-        return data, memoryview(data)
+            return mm, memoryview(mm), 0
+        if offset is None:
+            raise ConfigError(f"{path} is not a regular file: give --offset (the "
+                              "region's physical address) and --mem-size")
+        want = size or (16 << 20)
+        try:
+            os.lseek(fd, offset, os.SEEK_SET)
+            chunks, got = [], 0
+            while got < want:
+                chunk = os.read(fd, min(1 << 20, want - got))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path} at {offset:#x}: {exc.strerror}") from exc
+        data = b"".join(chunks)
+        return data, memoryview(data), offset
     finally:
         os.close(fd)
 
@@ -216,7 +233,9 @@ def _write(out: Path, rec: Record) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``memconsole decode``; returns the exit code."""
-    keep, mv = _open(args.image)
+    keep, mv, base = _open(args.image, args.offset, args.mem_size)
+    if base:
+        args.offset = 0  # the view starts at the region
     try:
         return _run(args, mv)
     finally:
