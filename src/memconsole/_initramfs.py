@@ -139,16 +139,17 @@ mkdir -p /newroot
 if ! mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=none hostroot /newroot; then
     echo "memconsole-lab: FAILED to mount host root over 9p"; echo o > /proc/sysrq-trigger
 fi
-mount -t tmpfs -o mode=1777 tmp /newroot/tmp
+# Writable places live under /run only: the host's /tmp stays visible (the
+# project or its virtual environment may be there), TMPDIR points to /run/tmp.
 mount -t tmpfs run /newroot/run
-mkdir -p /newroot/tmp/lab
-mount -t 9p -o trans=virtio,version=9p2000.L,rw,cache=none lab /newroot/tmp/lab
+mkdir -p /newroot/run/lab /newroot/run/tmp
+chmod 1777 /newroot/run/tmp
+mount -t 9p -o trans=virtio,version=9p2000.L,rw,cache=none lab /newroot/run/lab
 mount --bind /proc /newroot/proc
 mount --bind /sys /newroot/sys
 mount --bind /dev /newroot/dev
-mount -t tmpfs varlib /newroot/var/lib
 echo "memconsole-lab: chroot into host root"
-chroot /newroot /bin/sh /tmp/lab/stage.sh
+chroot /newroot /bin/sh /run/lab/stage.sh
 echo "memconsole-lab: stage script exited with status $?"
 # Power off from the initramfs: its busybox lives in RAM, while programs from
 # the 9p root would fault once the virtio device is shut down.

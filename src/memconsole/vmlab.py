@@ -5,7 +5,7 @@ How a drill works:
 
 1. The guest boots the host's kernel with a small busybox initramfs
    (:mod:`memconsole._initramfs`), mounts the host's root read-only over 9p,
-   chroots into it, and runs ``/tmp/lab/stage.sh`` from a second, writable
+   chroots into it, and runs ``/run/lab/stage.sh`` from a second, writable
    9p share (the drill's work directory on the host).
 2. The stage script loads ramoops with explicit parameters on a
    ``memmap=``-reserved range, mounts pstore, and on the first boot runs the
@@ -371,9 +371,13 @@ class Lab:
     # -- drills ------------------------------------------------------------
 
     def _stage_script(self, drill: Drill, crashy: Path | None) -> str:
-        python = shlex.quote(sys.executable)
-        pkg_root = shlex.quote(str(Path(memconsole.__file__).resolve().parent.parent))
+        pkg_root = str(Path(memconsole.__file__).resolve().parent.parent)
         modargs = " ".join(drill.ramoops.module_args())
+        # A writable /var/lib (memconsole's default archive, systemd-pstore's
+        # directory), unless the project itself lives there.
+        varlib = "mount -t tmpfs varlib /var/lib"
+        if any(str(p).startswith("/var/lib/") for p in (sys.executable, pkg_root)):
+            varlib = 'echo "memconsole-lab: project under /var/lib: no tmpfs there"'
         cases = []
         for n, action in enumerate(drill.crashes, start=1):
             setup = drill.stage1 if n == 1 else ""
@@ -389,16 +393,22 @@ class Lab:
         final = len(drill.crashes) + 1
         return f"""#!/bin/sh
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export HOME=/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONPATH={pkg_root} LANG=C.UTF-8
-OUT=/tmp/lab/out
+export HOME=/run/tmp TMPDIR=/run/tmp PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8
+export PYTHONPATH={shlex.quote(pkg_root)}
+if [ ! -x {shlex.quote(sys.executable)} ] || [ ! -d {shlex.quote(pkg_root)} ]; then
+    echo "memconsole-lab: {sys.executable} or {pkg_root} is not visible in the guest"
+    exit 1
+fi
+{varlib}
+OUT=/run/lab/out
 CRASHY={shlex.quote(str(crashy)) if crashy else ""}
 mkdir -p "$OUT"
-mc() {{ {python} -m memconsole "$@"; }}
+mc() {{ {shlex.quote(sys.executable)} -m memconsole "$@"; }}
 echo 1 > /proc/sys/kernel/sysrq
 if ! modprobe ramoops {modargs}; then echo "memconsole-lab: modprobe ramoops failed"; fi
 mountpoint -q /sys/fs/pstore || mount -t pstore pstore /sys/fs/pstore
-boot=$(( $(cat /tmp/lab/boot.count 2>/dev/null || echo 0) + 1 ))
-echo $boot > /tmp/lab/boot.count
+boot=$(( $(cat /run/lab/boot.count 2>/dev/null || echo 0) + 1 ))
+echo $boot > /run/lab/boot.count
 if [ $boot = 1 ]; then
     for p in /sys/module/ramoops/parameters/*; do
         echo "${{p##*/}}=$(cat $p)"
