@@ -358,12 +358,12 @@ def test_arbitrary_bytes_give_records_or_memconsole_errors(blob: bytes, ecc: int
 @given(st.integers(0, 10**12), st.integers(0, 10**7), st.sampled_from(b"CD \n\0x"),
        st.binary(max_size=6))
 def test_header_fast_path_equals_vsscanf(sec: int, usec: int, kind: int, tail: bytes) -> None:
-    from memconsole import ramoops
+    from memconsole import _ramoops_dmesg as dm
 
     text = b"====%d.%d-" % (sec, usec) + bytes([kind]) + tail
-    slow = ramoops._vsscanf(text[:96], ramoops._HDR_WITH_TYPE)
+    slow = dm.vsscanf(text[:96], dm.HDR_WITH_TYPE)
     got = parse_dmesg_header(text)
     if slow[0] == 3:
         assert got == (slow[2], slow[1][0] * 10**9 + slow[1][1] * 1000, slow[1][2] == ord("C"))
     else:
-        assert got.length == ramoops._vsscanf(text[:96], ramoops._HDR_PLAIN)[2] or not got.length
+        assert got.length == dm.vsscanf(text[:96], dm.HDR_PLAIN)[2] or not got.length

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from memconsole import _rs, ramoops
+from memconsole._ramoops_detect import detect_ecc
 from memconsole.errors import ConfigError, ParseError
 from memconsole.ramoops import Geometry, Record, ZoneKind, ZoneOrder, ZoneStatus
 
@@ -197,7 +198,7 @@ def _explicit_geometry(args: argparse.Namespace, mv: memoryview, offset: int) ->
         geom = _auto_cpus(region, geom)
     if args.ecc is None:
         zones = ramoops.layout(geom)
-        ecc = ramoops._detect_ecc(region, [(z.offset, z.size) for z in zones[:4]])
+        ecc = detect_ecc(region, [(z.offset, z.size) for z in zones[:4]])
         if ecc:
             _note(f"ECC of {ecc} bytes per block detected from the header parity")
             geom = geom.with_(ecc_size=ecc)
