@@ -441,7 +441,8 @@ sync
         cmdline = " ".join(dict.fromkeys((*_BASE_CMDLINE, drill.ramoops.memmap(),
                                           *action_cmdline, *drill.extra_cmdline)))
         argv = [
-            qemu, "-accel", "tcg", "-m", f"{drill.memory_mb}M", "-smp", str(drill.smp),
+            qemu, "-accel", "tcg", "-cpu", "max", "-m", f"{drill.memory_mb}M",
+            "-smp", str(drill.smp),
             "-kernel", str(drill.kernel.vmlinuz), "-initrd", str(initrd),
             "-append", cmdline,
             "-display", "none", "-serial", "stdio", "-nic", "none",
