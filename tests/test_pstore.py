@@ -92,6 +92,17 @@ def test_enc_z_is_inflated_and_truncation_reported() -> None:
     assert text.startswith(cut.text) and cut.text
 
 
+@pytest.mark.parametrize("release", ["6.1", "6.12"])
+def test_kernel_made_truncated_enc_z(release: str, tmp_path: Path) -> None:
+    """The kernel itself failed to inflate a truncated record (see capture.py,
+    variant sysrq-truncated): memconsole recovers the text before the cut."""
+    (rec,) = _lab_records(release, "sysrq-truncated", tmp_path)
+    assert rec.name == "dmesg-ramoops-0.enc.z" and rec.kind.compressed
+    assert rec.problem is not None and "truncated after 276 bytes" in rec.problem
+    assert rec.header == DumpHeader("Panic", 1, 1)
+    assert rec.body.startswith(b"<6>[    0.000000] ")
+
+
 def test_garbage_enc_z_keeps_raw_bytes() -> None:
     garbage = bytes(range(256)) * 4
     rec = decode_record("dmesg-ramoops-1.enc.z", garbage, 5)

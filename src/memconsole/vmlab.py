@@ -227,6 +227,9 @@ class Drill:
         monitor_reset_on: when a serial line contains this text during a
             crashing boot, the host resets the guest through the QEMU monitor
             (``system_reset``), like a reset button or an external watchdog.
+        between_boots: with ``memfile``, called as ``f(guest_ram_file,
+            mem_address)`` after the crash and before the stage-2 boot, to
+            change the memory the next kernel finds (fault injection).
         timeout: seconds allowed for the whole drill.
     """
 
@@ -241,6 +244,7 @@ class Drill:
     smp: int = 1
     extra_cmdline: tuple[str, ...] = ()
     monitor_reset_on: str | None = None
+    between_boots: Callable[[Path, int], None] | None = None
     timeout: float = 300.0
 
     @property
@@ -534,6 +538,8 @@ sync
                 if n == 0:
                     break
             region = self._read_region(drill, workdir)
+            if drill.between_boots is not None:
+                drill.between_boots(workdir / "guest.ram", drill.ramoops.mem_address)
             if rc == 0 and self._boot_count(workdir) == len(drill.crashes):
                 self.progress(f"{label}: region captured; booting the same memory again")
                 rc, n = self._run_qemu(self._qemu_argv(drill, workdir, initrd, False),
