@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memconsole.archive import DEFAULT_ARCHIVE_DIR, Archive, sha256
-from memconsole.errors import ConfigError
-from memconsole.events import CrashEvent, group_boots, group_events
+from memconsole.errors import ConfigError, RegionError, RingFormatError
+from memconsole.events import CrashEvent, RingLog, attach_rings, group_boots, group_events
 from memconsole.pstore import (
     DEFAULT_PSTORE_DIR,
     SYSTEMD_PSTORE_DIR,
@@ -21,9 +21,15 @@ from memconsole.pstore import (
     ReadFailure,
     read_pstore_dir,
 )
+from memconsole.ring import current_boot_id
+from memconsole.ringarchive import RING_NAME, load_ring_logs, read_ring, ring_log
 
-__all__ = ["PstoreSource", "add_archive_arg", "add_pstore_arg", "all_events", "pstore_sources",
-           "read_sources", "warn"]
+__all__ = ["RING_ENV", "PstoreSource", "add_archive_arg", "add_pstore_arg", "add_ring_arg",
+           "all_events", "pstore_sources", "read_sources", "ring_logs", "ring_spec", "warn"]
+
+#: Environment variable that gives ``--ring`` its default for ``record``,
+#: ``collect`` and ``list`` (systemd units read it from /etc/default/memconsole).
+RING_ENV = "MEMCONSOLE_RING"
 
 
 def warn(command: str, message: str) -> None:
@@ -43,6 +49,23 @@ def add_archive_arg(parser: argparse.ArgumentParser) -> None:
     """``--archive DIR``."""
     parser.add_argument("--archive", metavar="DIR", type=Path, default=DEFAULT_ARCHIVE_DIR,
                         help=f"the memconsole archive (default {DEFAULT_ARCHIVE_DIR})")
+
+
+def add_ring_arg(parser: argparse.ArgumentParser, what: str, env_default: bool = True) -> None:
+    """``--ring SPEC``, by default from ``$MEMCONSOLE_RING``."""
+    default = os.environ.get(RING_ENV) or None if env_default else None
+    parser.add_argument(
+        "--ring", metavar="SPEC", default=default,
+        help=f"{what}: a ring file, a pmem device (/dev/pmem0), or mem:ADDR:SIZE for a "
+        "memmap-reserved physical range through /dev/mem"
+        + (f" (default ${RING_ENV})" if env_default else ""))
+
+
+def ring_spec(args: argparse.Namespace) -> str:
+    """The ``--ring`` value, or a :class:`ConfigError` saying how to give one."""
+    if not args.ring:
+        raise ConfigError(f"no ring: give --ring SPEC or set ${RING_ENV}")
+    return str(args.ring)
 
 
 @dataclass(frozen=True)
@@ -119,4 +142,25 @@ def all_events(args: argparse.Namespace, command: str) -> list[CrashEvent]:
     for boot in group_boots(fresh):
         events += group_events(boot.id, boot.records)
     events.sort(key=lambda e: e.time_ns)
-    return events
+    return attach_rings(events, ring_logs(args, command, archive))
+
+
+def ring_logs(args: argparse.Namespace, command: str, archive: Archive) -> list[RingLog]:
+    """Ring boots that ended: the archived ones, and those of ``--ring``
+    (if given) not archived yet, the running boot left out.  A ring that
+    cannot be read is a warning: its boots are left out."""
+    logs = load_ring_logs(archive) if archive.exists() else []
+    spec = getattr(args, "ring", None)
+    if not spec:
+        return logs
+    try:
+        image = read_ring(spec)
+    except (RegionError, RingFormatError) as exc:
+        warn(command, f"ring {spec}: {exc}; its boots are left out")
+        return logs
+    known = {log.ring_boot for log in logs}
+    for boot in image.ended_boots(current_boot_id()):
+        log = ring_log(boot, RING_NAME) if boot.id not in known else None
+        if log is not None:
+            logs.append(log)
+    return logs

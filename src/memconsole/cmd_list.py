@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from memconsole._sources import add_archive_arg, add_pstore_arg, all_events
+from memconsole._sources import add_archive_arg, add_pstore_arg, add_ring_arg, all_events
 from memconsole.render import write_jsonl
 
 __all__ = ["register", "run"]
@@ -20,9 +20,12 @@ def register(sub: Any) -> None:
         "list", help="one line per crash event across boots",
         description="List every crash event in the archive and in pstore, oldest first. "
         "With --json: JSON Lines, one object per event with boot, time (UTC), kind, "
-        "headline, panic_reason, comm, pid, uptime, tainted, dumps and records.")
+        "headline, panic_reason, comm, pid, uptime, tainted, dumps, records, sources and "
+        "ring.  A boot that left a ring but no crash dump, and did not stop its recorder "
+        "cleanly, is listed as a hang or reset (kind unknown).")
     add_pstore_arg(p)
     add_archive_arg(p)
+    add_ring_arg(p, "also list the ended boots of this ring not archived yet")
     p.add_argument("--json", action="store_true", help="JSON Lines on stdout")
     p.set_defaults(func=run)
 

@@ -10,6 +10,8 @@ __all__ = [
     "LabError",
     "MemconsoleError",
     "ParseError",
+    "RegionError",
+    "RingFormatError",
 ]
 
 
@@ -33,12 +35,35 @@ class CorruptRecordError(ParseError):
         self.record = record
 
 
+class RingFormatError(ParseError):
+    """A memory region does not hold a usable memconsole ring header.
+
+    Attributes:
+        reason: ``"empty"`` (all zero), ``"foreign"`` (another format or
+            garbage), ``"version"`` (a ring of another format version),
+            ``"geometry"`` (a ring header that does not fit the region) or
+            ``"damaged"`` (our magic, but the header checksum fails).
+        version: the format version found, when the header names one.
+    """
+
+    def __init__(self, message: str, reason: str, version: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.version = version
+
+
 class ConfigError(MemconsoleError):
     """A command-line option or configuration value is invalid."""
 
 
 class ArchiveError(MemconsoleError):
     """The archive cannot be created, read or written."""
+
+
+class RegionError(MemconsoleError):
+    """A ring's memory region cannot be used: a bad ``--ring`` spec, a
+    physical range that is not reserved, a device that is busy or not pmem,
+    a missing permission.  Nothing was written when this is raised."""
 
 
 class LabError(MemconsoleError):

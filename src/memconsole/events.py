@@ -14,25 +14,85 @@
 
 Records that are not dmesg dumps (console, pmsg, ftrace) hold the log of
 the boot that ended last; they join the newest boot.
+
+memconsole's own ring (docs/ring.md) adds a :class:`RingLog` per ended boot:
+:func:`attach_rings` gives it to the crash event of the same boot (the dump's
+time falls within or shortly after the ring boot's records), and a boot that
+left a ring but no dump and did not stop its recorder cleanly becomes an
+event of its own: a hang or reset.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from memconsole import oops
 from memconsole.pstore import PstoreRecord
 
-__all__ = ["Boot", "CrashEvent", "Dump", "boot_id_for", "group_boots", "group_events"]
+__all__ = ["RING_MATCH_WINDOW_NS", "Boot", "CrashEvent", "Dump", "RingLog", "attach_rings",
+           "boot_id_for", "group_boots", "group_events"]
 
 # Parts of one dump are written back to back; dumps of one crash (Oops then
 # Panic under panic_on_oops) within a few seconds.
 _PART_WINDOW_NS = 2 * 10**9
 _PANIC_JOIN_WINDOW_NS = 60 * 10**9
 _OUTCOME_RE = re.compile(r"^kernel (?:panic|oops|crash): ", re.IGNORECASE)
+#: A dump belongs to a ring boot when it was written at most this long after
+#: the boot's last ring record (and before the next boot's first).
+RING_MATCH_WINDOW_NS = 300 * 10**9
+
+
+@dataclass(frozen=True)
+class RingLog:
+    """The console of one ended boot as memconsole's ring recorded it.
+
+    Attributes:
+        ring_boot: the kernel's boot id of that boot (``6f1c0e5a-...``).
+        name: the record name events list (``console-ring`` in the archive).
+        first_ns: wall-clock time of the boot's oldest ring record.
+        last_ns: wall-clock time of its newest ring record.
+        last_uptime_ns: time since boot of the newest record, if known.
+        last_line: the newest log message (first line of it).
+        records: records the ring holds for the boot.
+        missing: records known to be missing (gaps).
+        stopped: the recorder stopped cleanly (shutdown), so the boot did
+            not end in a hang or reset while recording.
+        text: the console as text, one line per record, gaps marked.
+        archive_boot: the archive boot directory it is stored in, or None
+            when it was read from a ring directly.
+    """
+
+    ring_boot: str
+    name: str
+    first_ns: int
+    last_ns: int
+    last_uptime_ns: int | None
+    last_line: bytes
+    records: int
+    missing: int
+    stopped: bool
+    text: bytes
+    archive_boot: str | None = None
+
+    def ended(self) -> str:
+        """``console ended at 05:13:11 UTC (uptime 9.4 s) with "..."``."""
+        when = datetime.fromtimestamp(self.last_ns / 1e9, timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%S UTC")
+        up = f" (uptime {self.last_uptime_ns / 1e9:.1f} s)" if self.last_uptime_ns else ""
+        line = self.last_line.decode("utf-8", "backslashreplace").strip()
+        if len(line) > 120:
+            line = line[:117] + "..."
+        return f'console ended at {when}{up} with "{line}"'
+
+    def to_json(self) -> dict[str, object]:
+        """The ``ring`` object of ``list --json``."""
+        return {"boot": self.ring_boot, "name": self.name, "first": _iso(self.first_ns),
+                "last": _iso(self.last_ns), "records": self.records, "missing": self.missing,
+                "stopped": self.stopped,
+                "last_line": self.last_line.decode("utf-8", "backslashreplace")}
 
 
 @dataclass(frozen=True)
@@ -77,24 +137,34 @@ class CrashEvent:
         dumps: the dumps of this crash, oldest first.
         extra: console/pmsg/ftrace records of the boot (last event only).
         report: the report that explains the crash, if one was found.
+        ring: the boot's console from memconsole's ring, if one was kept.
     """
 
     boot: str
     dumps: tuple[Dump, ...]
     extra: tuple[PstoreRecord, ...]
     report: oops.Report | None
+    ring: RingLog | None = None
 
     @property
     def time_ns(self) -> int:
-        """Wall-clock time of the crash, ns since the epoch."""
+        """Wall-clock time of the crash, ns since the epoch (for a boot known
+        only from its ring: its last ring record)."""
         if self.dumps:
             return self.dumps[0].time_ns
-        return min(r.mtime_ns for r in self.extra)
+        if self.extra or self.ring is None:
+            return min(r.mtime_ns for r in self.extra)
+        return self.ring.last_ns
 
     @property
     def records(self) -> list[PstoreRecord]:
-        """Every record of the event."""
+        """Every pstore record of the event."""
         return [r for d in self.dumps for r in d.parts] + list(self.extra)
+
+    @property
+    def ring_only(self) -> bool:
+        """Known only from the ring: no pstore record at all."""
+        return self.ring is not None and not self.dumps and not self.extra
 
     @property
     def panicked(self) -> bool:
@@ -108,6 +178,8 @@ class CrashEvent:
         oops report before it), or the console record without dumps."""
         if self.dumps:
             return self.dumps[-1].text
+        if self.ring_only and self.ring is not None:
+            return self.ring.text
         return b"".join(r.text for r in self.extra)
 
     @property
@@ -122,6 +194,8 @@ class CrashEvent:
         """One line saying what happened."""
         if self.report is not None:
             return self.report.headline
+        if self.ring_only and self.ring is not None:
+            return f"hang or reset: {self.ring.ended()}"
         reasons = "+".join(d.reason or "record" for d in self.dumps) or "console log only"
         return f"{reasons} with no recognisable crash report"
 
@@ -129,6 +203,8 @@ class CrashEvent:
         """The line a person reads first, e.g. "Last boot ended in a kernel
         panic: NULL pointer dereference in f [mod], task insmod (pid 86)."."""
         what = "a kernel panic" if self.panicked else "a kernel oops"
+        if self.ring_only and self.ring is not None:
+            return f"Boot {self.boot} ended in a hang or reset: {self.ring.ended()}."
         if not self.dumps:
             what = "an unexplained stop"
         if self.report is None:
@@ -153,7 +229,11 @@ class CrashEvent:
             "signature": getattr(r, "signature", None) if r else None,
             "dumps": [f"{d.reason}#{d.count}" if d.count is not None else d.reason
                       for d in self.dumps],
-            "records": [rec.name for rec in self.records],
+            "records": [rec.name for rec in self.records]
+            + ([self.ring.name] if self.ring else []),
+            "sources": (["pstore"] if self.dumps or self.extra else [])
+            + (["ring"] if self.ring else []),
+            "ring": self.ring.to_json() if self.ring else None,
         }
 
 
@@ -241,3 +321,37 @@ def group_events(boot: str, records: Iterable[PstoreRecord]) -> list[CrashEvent]
         log = b"".join(r.text for r in extra)
         events.append(CrashEvent(boot, (), extra, oops.primary_report(log)))
     return events
+
+
+def attach_rings(events: Sequence[CrashEvent], rings: Sequence[RingLog],
+                 window_ns: int = RING_MATCH_WINDOW_NS) -> list[CrashEvent]:
+    """Give each ring boot to the crash event of the same boot; return the
+    events, plus one hang-or-reset event per ring boot that has no event and
+    did not stop its recorder cleanly, oldest first.
+
+    An archived ring boot belongs to the last event of its archive boot
+    directory.  Any other belongs to the last event with a dump written
+    between its first record and *window_ns* after its last one (never at or
+    after the next ring boot's first record).
+    """
+    out = list(events)
+    ordered = sorted(rings, key=lambda r: r.first_ns)
+    for n, log in enumerate(ordered):
+        if log.archive_boot is not None:
+            match = [i for i, e in enumerate(out)
+                     if e.boot == log.archive_boot and e.ring is None and not e.ring_only]
+        else:
+            upper = log.last_ns + window_ns
+            if n + 1 < len(ordered):
+                upper = min(upper, ordered[n + 1].first_ns - 1)
+            match = [i for i, e in enumerate(out)
+                     if e.ring is None and e.dumps and log.first_ns <= e.time_ns <= upper]
+        if match:
+            i = max(match, key=lambda j: out[j].time_ns)
+            out[i] = replace(out[i], ring=log)
+        elif not log.stopped:
+            boot = log.archive_boot or datetime.fromtimestamp(
+                log.last_ns // 10**9, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            out.append(CrashEvent(boot, (), (), None, log))
+    out.sort(key=lambda e: e.time_ns)
+    return out

@@ -1,0 +1,574 @@
+"""memconsole's own persistent console: a ring of log records in memory
+that survives a crash (docs/ring.md has the byte layout and the
+crash-consistency argument).
+
+Two halves:
+
+* :func:`parse_ring` reads a region's bytes into a :class:`RingImage`:
+  boots told apart by boot id, records oldest first, gaps marked, corrupt
+  records skipped and counted.  Pure: bytes in, values out.
+* :class:`Ring` attaches to a writable region (:mod:`memconsole.regions`),
+  validates or formats it, and appends records.  Every append is complete or
+  invisible: a writer stopped at any instant leaves no partial record that a
+  reader accepts.
+
+Time in the API is integer nanoseconds: ``time_ns`` since the epoch (wall
+clock) and ``mono_ns`` since boot (the kernel log's clock).
+
+A :class:`Ring` is not thread-safe and has one writer per region (the region
+holds an exclusive lock); :class:`memconsole.ringlog.RingHandler` serialises
+callers through the logging lock.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from memconsole._ringfmt import (
+    DATA_OFFSET,
+    FLAG_DICT,
+    FLAG_TRUNCATED,
+    HEADER_SIZE,
+    MIN_REGION,
+    PRI_UNKNOWN,
+    REC_HEADER_SIZE,
+    REC_MAGIC,
+    REC_TAIL,
+    SEQ_UNKNOWN,
+    TIME_UNKNOWN,
+    RawRecord,
+    RecordType,
+    RingHeader,
+    encode_header,
+    max_record,
+    parse_header,
+    scan_records,
+)
+from memconsole.errors import RegionError, RingFormatError
+
+__all__ = [
+    "Gap",
+    "RecordType",
+    "Ring",
+    "RingBoot",
+    "RingImage",
+    "RingRecord",
+    "WritableRegion",
+    "boot_id_str",
+    "current_boot_id",
+    "parse_ring",
+]
+
+_BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+_ZERO4 = b"\0\0\0\0"
+
+
+def current_boot_id() -> bytes:
+    """The running kernel's boot id (16 bytes, from
+    ``/proc/sys/kernel/random/boot_id``); a random id when that is missing."""
+    try:
+        with open(_BOOT_ID_FILE, "rb") as f:
+            return uuid.UUID(f.read(64).strip().decode("ascii")).bytes
+    except (OSError, ValueError):
+        return uuid.uuid4().bytes
+
+
+def boot_id_str(boot: bytes) -> str:
+    """A boot id as the kernel prints it (``6f1c0e5a-...``)."""
+    return str(uuid.UUID(bytes=boot)) if len(boot) == 16 else boot.hex()
+
+
+# -- reading ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RingRecord:
+    """One record read back from a ring.
+
+    Attributes:
+        seq: ring sequence number (grows by one per record, across boots).
+        boot: boot id of the boot that wrote it (16 bytes).
+        type: :class:`RecordType`, or the raw ``int`` of a type this version
+            does not know.
+        pri: syslog priority (``facility << 3 | level``), ``None`` if unknown.
+        flags: ``FLAG_*`` bits of :mod:`memconsole._ringfmt`.
+        source_seq: the source's sequence number (``/dev/kmsg`` seq), or None.
+        mono_ns: time since boot (kernel log clock), or None.
+        time_ns: wall-clock time, ns since the epoch, or None.
+        text: the message bytes.
+        dictionary: kmsg ``KEY=VALUE`` lines joined by ``\\n`` (may be empty).
+        offset: where the record starts in the data area.
+    """
+
+    seq: int
+    boot: bytes
+    type: RecordType | int
+    pri: int | None
+    flags: int
+    source_seq: int | None
+    mono_ns: int | None
+    time_ns: int | None
+    text: bytes
+    dictionary: bytes
+    offset: int
+
+    @property
+    def level(self) -> int | None:
+        """Syslog level 0..7, or None."""
+        return None if self.pri is None else self.pri & 7
+
+    @property
+    def facility(self) -> int | None:
+        """Syslog facility number (0 = kernel), or None."""
+        return None if self.pri is None else self.pri >> 3
+
+    @property
+    def type_name(self) -> str:
+        """``log``, ``gap``, ``start``, ``stop`` or ``<unknown N>``."""
+        t = self.type
+        return t.name.lower() if isinstance(t, RecordType) else f"<unknown {t}>"
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Records missing between two entries.
+
+    Attributes:
+        count: how many records are missing.
+        reason: ``"overrun"`` (the source dropped them: the recorder saw the
+            kernel's sequence numbers jump) or ``"missing"`` (ring records
+            that are absent or corrupt: their sequence numbers are skipped).
+        after_seq: ring seq of the record before the gap, None at the start.
+        first_source_seq: first missing source sequence number, if known.
+    """
+
+    count: int
+    reason: str
+    after_seq: int | None
+    first_source_seq: int | None = None
+
+
+@dataclass(frozen=True)
+class RingBoot:
+    """What one boot left in the ring.
+
+    Attributes:
+        boot: boot id (16 bytes).
+        entries: records and gaps, oldest first.
+    """
+
+    boot: bytes
+    entries: tuple[RingRecord | Gap, ...]
+
+    @property
+    def id(self) -> str:
+        """Boot id as text."""
+        return boot_id_str(self.boot)
+
+    @property
+    def records(self) -> list[RingRecord]:
+        """The records, without gaps."""
+        return [e for e in self.entries if isinstance(e, RingRecord)]
+
+    @property
+    def gaps(self) -> list[Gap]:
+        """The gaps."""
+        return [e for e in self.entries if isinstance(e, Gap)]
+
+    @property
+    def missing(self) -> int:
+        """Records missing in all gaps."""
+        return sum(g.count for g in self.gaps)
+
+    @property
+    def last(self) -> RingRecord:
+        """The newest record of the boot."""
+        return self.records[-1]
+
+    @property
+    def last_log(self) -> RingRecord | None:
+        """The newest log message (not a recorder note)."""
+        for rec in reversed(self.records):
+            if rec.type == RecordType.LOG:
+                return rec
+        return None
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the boot's last record says its recorder stopped cleanly
+        (a shutdown, or the service stopped): the boot did not end in a hang
+        or reset while recording."""
+        return self.last.type == RecordType.STOP and not isinstance(self.entries[-1], Gap)
+
+    @property
+    def first_time_ns(self) -> int | None:
+        """Wall-clock time of the oldest record that has one."""
+        return next((r.time_ns for r in self.records if r.time_ns is not None), None)
+
+    @property
+    def last_time_ns(self) -> int | None:
+        """Wall-clock time of the newest record that has one."""
+        return next((r.time_ns for r in reversed(self.records) if r.time_ns is not None), None)
+
+
+@dataclass(frozen=True)
+class RingImage:
+    """A ring read back.
+
+    Attributes:
+        header: the validated header.
+        boots: boots in the order they wrote (oldest first).
+        corrupt: record candidates rejected (magic present, size or CRC bad).
+        duplicates: valid records whose sequence number another record had.
+    """
+
+    header: RingHeader
+    boots: tuple[RingBoot, ...]
+    corrupt: int
+    duplicates: int
+
+    @property
+    def records(self) -> int:
+        """Number of valid records."""
+        return sum(len(b.records) for b in self.boots)
+
+    def ended_boots(self, current: bytes | None) -> list[RingBoot]:
+        """Boots other than *current* (the running one), oldest first."""
+        return [b for b in self.boots if b.boot != current]
+
+
+def _record(raw: RawRecord) -> RingRecord:
+    rtype: RecordType | int
+    try:
+        rtype = RecordType(raw.type)
+    except ValueError:
+        rtype = raw.type
+    text, dictionary = raw.body, b""
+    if raw.flags & FLAG_DICT:
+        text, _, dictionary = raw.body.partition(b"\0")
+    return RingRecord(
+        raw.seq, raw.boot, rtype, None if raw.pri == PRI_UNKNOWN else raw.pri, raw.flags,
+        None if raw.source_seq == SEQ_UNKNOWN else raw.source_seq,
+        None if raw.mono_ns == TIME_UNKNOWN else raw.mono_ns,
+        None if raw.time_ns == TIME_UNKNOWN else raw.time_ns, text, dictionary, raw.offset)
+
+
+def parse_ring(region: bytes | memoryview) -> RingImage:
+    """Read the ring in the region bytes *region*.
+
+    Raises :class:`~memconsole.errors.RingFormatError` when the region holds
+    no valid header (garbage, another format or version); never anything
+    else for any input.  Records come out ordered by sequence number, grouped
+    by boot in the order the boots wrote.  A sequence number that is skipped
+    becomes a ``missing`` gap: inside a boot where it happened, or at the end
+    of the earlier boot when it falls between two boots (so a boot whose last
+    records are lost says so).  A recorder's gap record becomes an
+    ``overrun`` gap.
+    """
+    header = parse_header(region)
+    data = bytes(region[header.data_offset:header.data_offset + header.data_size])
+    raws, corrupt = scan_records(data, header.nonce)
+    raws.sort(key=lambda r: (r.seq, r.offset))
+    order: list[bytes] = []
+    entries: dict[bytes, list[RingRecord | Gap]] = {}
+    duplicates = 0
+    prev: RingRecord | None = None
+    for raw in raws:
+        if prev is not None and raw.seq == prev.seq:
+            duplicates += 1
+            continue
+        rec = _record(raw)
+        if prev is not None and rec.seq > prev.seq + 1:
+            entries[prev.boot].append(Gap(rec.seq - prev.seq - 1, "missing", prev.seq))
+        if rec.boot not in entries:
+            order.append(rec.boot)
+            entries[rec.boot] = []
+        mine = entries[rec.boot]
+        if rec.type == RecordType.GAP:
+            count = int.from_bytes(rec.text[:8], "little") if len(rec.text) >= 8 else 0
+            mine.append(Gap(count, "overrun", prev.seq if prev else None, rec.source_seq))
+        else:
+            mine.append(rec)
+        prev = rec
+    boots = tuple(RingBoot(b, tuple(entries[b])) for b in order
+                  if any(isinstance(e, RingRecord) for e in entries[b]))
+    return RingImage(header, boots, corrupt, duplicates)
+
+
+# -- writing ---------------------------------------------------------------
+
+
+class WritableRegion(Protocol):
+    """What :class:`Ring` needs from a memory region (see
+    :mod:`memconsole.regions`)."""
+
+    #: How the region was named (``--ring`` spec).
+    spec: str
+
+    @property
+    def buf(self) -> memoryview:
+        """The region's bytes, writable."""
+
+    def flush(self, offset: int, length: int) -> None:
+        """Make ``[offset, offset+length)`` survive what the backend promises."""
+
+    def may_reset(self, problem: RingFormatError) -> bool:
+        """Whether a region holding *problem* may be formatted."""
+
+
+class Ring:
+    """A ring attached for writing.  Use :meth:`attach`.
+
+    Attributes:
+        region: the region written.
+        header: the ring's header.
+        boot: the boot id every appended record carries.
+        reset_reason: why :meth:`attach` formatted the region (a
+            :class:`RingFormatError` message), or None if it continued an
+            existing ring.
+        corrupt: corrupt record candidates found at attach time.
+    """
+
+    def __init__(self, region: WritableRegion, header: RingHeader, boot: bytes,
+                 reset_reason: str | None) -> None:
+        self.region = region
+        self.header = header
+        self.boot = boot
+        self.reset_reason = reset_reason
+        base = header.data_offset
+        self._size = header.data_size
+        self._mv = region.buf[base:base + header.data_size]
+        self._base = base
+        self._nonce = header.nonce
+        self._max = max_record(header.data_size)
+        raws, self.corrupt = scan_records(self._mv, header.nonce)
+        last = max(raws, key=lambda r: r.seq, default=None)
+        self._seq = last.seq if last else 0
+        self._pos = (last.offset + ((last.size + 7) & ~7)) if last else 0
+        if self._pos >= self._size:
+            self._pos = 0
+        self._source_seq: dict[bytes, int] = {}
+        for r in raws:
+            if r.source_seq != SEQ_UNKNOWN and r.type in (RecordType.LOG, RecordType.GAP):
+                top = r.source_seq
+                if r.type == RecordType.GAP and len(r.body) >= 8:
+                    top += int.from_bytes(r.body[:8], "little") - 1
+                if top > self._source_seq.get(r.boot, -1):
+                    self._source_seq[r.boot] = top
+        self._flushed_pos = self._pos
+        self._wraps = 0
+
+    @classmethod
+    def attach(cls, region: WritableRegion, *, boot: bytes | None = None) -> Ring:
+        """Attach to *region*: validate its header and continue the ring, or
+        format it when the region holds no usable ring and
+        ``region.may_reset`` allows it (memory after a cold boot holds
+        garbage; a regular file that is not a ring is refused).
+
+        Raises :class:`RingFormatError` when the region may not be reset and
+        :class:`RegionError` when it is too small.
+        """
+        buf = region.buf
+        if len(buf) < MIN_REGION:
+            raise RegionError(f"region of {len(buf)} bytes is too small for a ring "
+                              f"(at least {MIN_REGION})")
+        reason = None
+        try:
+            header = parse_header(buf)
+            if header.region_size != len(buf):
+                raise RingFormatError(
+                    f"ring was formatted for {header.region_size} bytes, region has "
+                    f"{len(buf)}", "geometry", header.version)
+        except RingFormatError as exc:
+            if not region.may_reset(exc):
+                raise
+            reason = str(exc)
+            header = cls._format(region)
+        else:
+            cls._repair_copies(region, header)
+        return cls(region, header, boot if boot is not None else current_boot_id(), reason)
+
+    @staticmethod
+    def _format(region: WritableRegion) -> RingHeader:
+        """Write a fresh header (new nonce: every old record becomes invalid).
+        Primary first, then the backup: a torn format leaves one copy that
+        is either the old header or invalid."""
+        buf = region.buf
+        raw = encode_header(len(buf), int.from_bytes(os.urandom(4), "little"), time.time_ns())
+        buf[0:HEADER_SIZE] = raw
+        buf[HEADER_SIZE:2 * HEADER_SIZE] = raw
+        region.flush(0, DATA_OFFSET)
+        return parse_header(buf)
+
+    @staticmethod
+    def _repair_copies(region: WritableRegion, header: RingHeader) -> None:
+        buf = region.buf
+        good = HEADER_SIZE if header.copy == "backup" else 0
+        other = HEADER_SIZE - good
+        if buf[other:other + HEADER_SIZE] != buf[good:good + HEADER_SIZE]:
+            buf[other:other + HEADER_SIZE] = bytes(buf[good:good + HEADER_SIZE])
+            region.flush(0, DATA_OFFSET)
+
+    # -- appending ---------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the newest record (0 for an empty ring)."""
+        return self._seq
+
+    def last_source_seq(self, boot: bytes | None = None) -> int | None:
+        """The highest source sequence number recorded (or declared lost by a
+        gap record) for *boot* (default: this ring's boot), or None.  A
+        recorder restarted within one boot continues after it."""
+        return self._source_seq.get(self.boot if boot is None else boot)
+
+    def _place(self, n: int) -> int:
+        """Reserve *n* (aligned) bytes; wrap to the start when they do not
+        fit, zeroing the tail first so no older record survives past the
+        wrap point."""
+        pos = self._pos
+        if pos + n > self._size:
+            self._mv[pos:self._size] = bytes(self._size - pos)
+            self._wraps += 1
+            pos = 0
+        self._pos = pos + n
+        return pos
+
+    def append(self, text: bytes, *, pri: int | None = None, source_seq: int | None = None,
+               mono_ns: int | None = None, time_ns: int | None = None, flags: int = 0,
+               dictionary: bytes = b"", rtype: int = RecordType.LOG) -> int:
+        """Append one record; return its sequence number.
+
+        *time_ns* defaults to now (wall clock), *mono_ns* to the monotonic
+        clock.  Text longer than the ring's largest record is cut (flag
+        ``FLAG_TRUNCATED``).  When this returns the record is in the region;
+        call :meth:`flush` for backends that need it (pmem, durable files).
+        """
+        body = text
+        if dictionary:
+            body = text + b"\0" + dictionary
+            flags |= FLAG_DICT
+        room = self._max - REC_HEADER_SIZE
+        if len(body) > room:
+            body = body[:room]
+            flags |= FLAG_TRUNCATED
+        size = REC_HEADER_SIZE + len(body)
+        seq = self._seq + 1
+        tail = REC_TAIL.pack(
+            size, PRI_UNKNOWN if pri is None else pri, rtype, flags, seq, self.boot,
+            SEQ_UNKNOWN if source_seq is None else source_seq,
+            time.monotonic_ns() if mono_ns is None else mono_ns,
+            time.time_ns() if time_ns is None else time_ns)
+        crc = zlib.crc32(body, zlib.crc32(tail, self._nonce))
+        pos = self._place((size + 7) & ~7)
+        mv = self._mv
+        # Commit order (docs/ring.md): clear a stale magic, write everything
+        # but the magic, then the magic.
+        mv[pos:pos + 4] = _ZERO4
+        mv[pos + 4:pos + size] = crc.to_bytes(4, "little") + tail + body
+        mv[pos:pos + 4] = REC_MAGIC
+        self._seq = seq
+        return seq
+
+    def append_batch(self, items: Sequence[tuple[bytes, int, int, int, int, int]]) -> int:
+        """Append many records at once; return the last sequence number.
+
+        Each item is ``(text, pri, flags, source_seq, mono_ns, time_ns)`` with
+        the ``_ringfmt`` sentinels (``PRI_UNKNOWN``, ``SEQ_UNKNOWN``,
+        ``TIME_UNKNOWN``) for unknown values; texts must fit the ring's
+        largest record (the recorder cuts them).  Records that fit before the
+        end of the data area are written with one copy, then their magics in
+        order; the ordering argument of :meth:`append` holds per record.
+        """
+        pack, crc32, nonce, boot = REC_TAIL.pack, zlib.crc32, self._nonce, self.boot
+        mv, log, room_max = self._mv, RecordType.LOG, self._max - REC_HEADER_SIZE
+        seq = self._seq
+        i, n_items = 0, len(items)
+        while i < n_items:
+            parts: list[bytes] = []
+            starts: list[int] = []
+            start = self._pos
+            used = 0
+            room = self._size - start
+            while i < n_items:
+                text, pri, flags, src, mono, wall = items[i]
+                if len(text) > room_max:
+                    text, flags = text[:room_max], flags | FLAG_TRUNCATED
+                size = REC_HEADER_SIZE + len(text)
+                n = (size + 7) & ~7
+                if used + n > room:
+                    break
+                seq += 1
+                tail = pack(size, pri, log, flags, seq, boot, src, mono, wall)
+                starts.append(used)
+                parts += (_ZERO4, crc32(text, crc32(tail, nonce)).to_bytes(4, "little"),
+                          tail, text, b"\0" * (n - size))
+                used += n
+                i += 1
+            if not starts:
+                # The next record does not fit before the end of the data
+                # area (it always fits at 0: records are at most a quarter).
+                self._place(self._size - start + 1)
+                self._pos = 0
+                continue
+            self._pos = start + used
+            mv[start:start + 4] = _ZERO4
+            mv[start + 4:start + used] = b"".join(parts)[4:]
+            for off in starts:
+                mv[start + off:start + off + 4] = REC_MAGIC
+            self._seq = seq
+        return seq
+
+    def append_gap(self, count: int, first_source_seq: int | None, *,
+                   mono_ns: int | None = None) -> int:
+        """Record that the source lost *count* messages starting at source
+        sequence number *first_source_seq* (a /dev/kmsg overrun)."""
+        return self.append(count.to_bytes(8, "little"), source_seq=first_source_seq,
+                           mono_ns=mono_ns, rtype=RecordType.GAP)
+
+    def append_note(self, rtype: RecordType, text: bytes) -> int:
+        """Append a recorder note (``START`` or ``STOP``)."""
+        return self.append(text, rtype=rtype)
+
+    def flush(self) -> None:
+        """Flush what was appended since the last flush (msync for backends
+        that need it; a no-op for uncached /dev/mem)."""
+        lo, hi, base = self._flushed_pos, self._pos, self._base
+        if self._wraps or hi < lo:
+            self.region.flush(base, self._size)
+        elif hi > lo:
+            self.region.flush(base + lo, hi - lo)
+        self._flushed_pos, self._wraps = self._pos, 0
+
+    def close(self) -> None:
+        """Stop writing: release this ring's view of the region (the caller
+        closes the region)."""
+        self._mv.release()
+
+    # -- reading -----------------------------------------------------------
+
+    def read(self) -> RingImage:
+        """A snapshot of the ring as a reader sees it."""
+        return parse_ring(bytes(self.region.buf))
+
+    def __iter__(self) -> Iterator[RingRecord]:
+        """Every record, oldest first, every boot."""
+        for boot in self.read().boots:
+            yield from boot.records
+
+    def extend(self, texts: Iterable[bytes], *, pri: int | None = None) -> int:
+        """Append every text of *texts* with one timestamp (taken once);
+        return the last sequence number.  The fast path for bulk logging."""
+        now, mono = time.time_ns(), time.monotonic_ns()
+        p = PRI_UNKNOWN if pri is None else pri
+        room = self._max - REC_HEADER_SIZE
+        batch = [(t if len(t) <= room else t[:room], p,
+                  0 if len(t) <= room else FLAG_TRUNCATED, SEQ_UNKNOWN, mono, now)
+                 for t in texts]
+        return self.append_batch(batch)
