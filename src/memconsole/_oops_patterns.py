@@ -20,8 +20,9 @@ from typing import NamedTuple
 __all__ = [
     "ARM_CPU_LINE", "ARM_FROM", "BANNER", "CONTEXT_MARK", "CPU_LINE", "CUT_HERE", "EFLAGS_CPU",
     "EIP_AT", "HEXWORD", "HUNG_HEAD", "HUNG_TAIL", "IP_LINE", "MAX_LINE", "MODULES",
-    "MODULE_TOKEN", "PANIC", "PC_IS_AT", "PC_LINE", "PID_LINE", "PLUMBING", "PROCESS_LINE",
-    "RIP_LINE", "SLEEPERS", "STANDALONE_KIND", "TAINT_LINE", "TAINT_VERBOSE", "TRACE_HEADER",
+    "MODULE_TOKEN", "NEEDLES", "NEEDLE_RE", "PANIC", "PC_IS_AT", "PC_LINE", "PID_LINE",
+    "PLUMBING", "PROCESS_LINE", "RIP_LINE", "SLEEPERS", "STANDALONE_KIND", "TAINT_LINE",
+    "TAINT_VERBOSE", "TRACE_HEADER",
     "USER_CS", "Die", "Line", "Marker", "RawFrame", "die_header", "in_trace_filler", "marker",
     "panic_category", "parse_frame", "parse_taint", "related", "strip_prefix",
 ]
@@ -131,18 +132,10 @@ class Marker(NamedTuple):
 _OOPS = rb"(?:Oops: )?"  # 6.10+ x86 __die_header() prefixes die() strings with "Oops: "
 
 _MARKERS: tuple[tuple[str, str, re.Pattern[bytes]], ...] = (
-    # lib/list_debug.c __list_add_valid_or_report() / __list_del_entry_valid_or_report()
-    # (before 6.6: __list_add_valid(), __list_del_entry_valid()); printed before the
-    # BUG()/WARN() that follows, or after "WARNING: at lib/list_debug.c" on 2.6/3.x.
-    ("list-corruption", "list corruption",
-     re.compile(rb"(?P<what>list_(?:add|del) corruption|list_add double add)\b")),
     # kernel/panic.c __stack_chk_fail() panics with this text; the bare form is what
     # other architectures' stack checks print.
     ("stack-corruption", "stack corruption",
      re.compile(rb"(?:stack-protector: )?Kernel stack is corrupted in:? ?(?P<where>.{0,300})")),
-    # kernel/sched/core.c schedule_debug() -> panic("corrupted stack end detected ...")
-    ("stack-corruption", "corrupted stack end",
-     re.compile(rb"(?P<what>corrupted stack end detected inside scheduler)")),
     # mm/kasan/report.c print_error_description(): "BUG: KASAN: %s in %pS"
     # (4.0-4.3 printed "BUG: KASan: use after free in ...").
     ("kasan", "KASAN",
@@ -239,17 +232,41 @@ _MARKERS: tuple[tuple[str, str, re.Pattern[bytes]], ...] = (
     ("bug", "BUG", re.compile(rb"BUG: (?P<what>.{1,300})")),
 )
 
-# Cheap pre-filter: a line that matches none of these words cannot be a marker.
-_MARKER_HINT = re.compile(
-    rb"BUG|WARNING|INFO: |Unable to handle|general protection|divide error|invalid opcode"
-    rb"|list_(?:add|del)|stack is corrupted|corrupted stack|UBSAN|oom-killer|Watchdog detected"
+#: Every line that can start a report holds one of these words (x86 die()
+#: headers "general protection fault", "divide error", "invalid opcode" and
+#: "Oops" all end in "[#N]").  A line without any cannot start a report,
+#: which is what lets :mod:`memconsole._logscan` skip such lines of a big
+#: log.  Each needle is listed with the rare byte the scanner looks for and
+#: its position in the needle.
+NEEDLES: tuple[tuple[bytes, bytes, int], ...] = (
+    (b"BUG", b"U", 1),
+    (b"Unable to handle", b"U", 0),
+    (b"UBSAN", b"U", 0),
+    (b"LOCKUP", b"U", 4),
+    (b"WARNING", b"N", 3),
+    (b"INFO", b"N", 1),
+    (b"Kernel panic", b"K", 0),
+    (b"Kernel stack", b"K", 0),
+    (b"oom-killer", b"-", 3),
+    (b"[#", b"#", 1),
 )
+NEEDLE_RE = re.compile(b"|".join(re.escape(n) for n, _, _ in NEEDLES))
+
+# lib/list_debug.c __list_add_valid_or_report() / __list_del_entry_valid_or_report()
+# (before 6.6: __list_add_valid(), __list_del_entry_valid()), CHECK_DATA_CORRUPTION():
+# printed just before the BUG()/WARN() that reports it, or after "WARNING: at
+# lib/list_debug.c" on 2.6/3.x.  Not a report start of its own: it announces one.
+_LIST = re.compile(rb"(?P<what>list_(?:add|del) corruption|list_add double add)\b")
 
 
 def marker(body: bytes) -> Marker | None:
     """Return the report start marker *body* is, or ``None``."""
     text = body.lstrip(b" \t")
-    if not _MARKER_HINT.search(text, 0, 400):
+    if text[:5] == b"list_":
+        m = _LIST.match(text)
+        if m:
+            return Marker("list-corruption", "list corruption", {"what": m.group("what")})
+    if not NEEDLE_RE.search(text, 0, 400):
         return None
     for kind, name, pattern in _MARKERS:
         m = pattern.match(text)
@@ -272,8 +289,9 @@ HUNG_TAIL = re.compile(
 # "Internal error: %s: %x [#%d]"; riscv "Oops [#%d]", MIPS "Oops[#%d]:".
 _DIE = (
     re.compile(rb"(?:Oops: )?(?P<what>[A-Za-z][\w ,#-]{0,120}?)(?:: 0x[0-9a-f]{1,16})?: "
-               rb"[0-9a-f]{1,4} \[#(?P<n>\d{1,6})\]"),
-    re.compile(rb"Internal error: (?P<what>.{1,80}?): ?[0-9a-f]{1,16} \[#(?P<n>\d{1,6})\]"),
+               rb"(?P<err>[0-9a-f]{1,4}) \[#(?P<n>\d{1,6})\]"),
+    re.compile(rb"Internal error: (?P<what>.{1,80}?): ?(?P<err>[0-9a-f]{1,16}) "
+               rb"\[#(?P<n>\d{1,6})\]"),
     re.compile(rb"(?P<what>Oops) ?\[#(?P<n>\d{1,6})\]"),
 )
 
@@ -285,6 +303,8 @@ class Die(NamedTuple):
     """The die string, e.g. ``Oops``, ``invalid opcode``, ``Oops - BUG``."""
     number: int
     """The oops counter in ``[#N]``."""
+    error: int | None = None
+    """The error code printed before it (x86 ``%04lx``, arm64 ESR), if any."""
 
 
 def die_header(body: bytes) -> Die | None:
@@ -295,7 +315,8 @@ def die_header(body: bytes) -> Die | None:
     for pattern in _DIE:
         m = pattern.match(text)
         if m:
-            return Die(m.group("what"), int(m.group("n")))
+            err = m.groupdict().get("err")
+            return Die(m.group("what"), int(m.group("n")), int(err, 16) if err else None)
     return None
 
 
@@ -309,7 +330,7 @@ PANIC = re.compile(rb"\s{0,8}Kernel panic - not syncing:? ?(?P<reason>.{0,900})"
 # lib/dump_stack.c dump_stack_print_info(): "CPU: %d PID: %d Comm: %.20s %s%s %s %.*s"
 # (6.11+ "CPU: %d UID: %u PID: ..."); "%s%s" is "Kdump: loaded " and print_tainted().
 CPU_LINE = re.compile(
-    rb"\s{0,8}CPU: (?P<cpu>\d{1,5}) (?:UID: \d{1,10} )?PID: (?P<pid>\d{1,10}) "
+    rb"\s{0,8}CPU: (?P<cpu>\d{1,5}) (?:UID: (?P<uid>\d{1,10}) )?PID: (?P<pid>\d{1,10}) "
     rb"Comm: (?P<comm>.{0,64}?) "
     rb"(?:Kdump: loaded )?(?P<taint>Not tainted|Tainted: )(?P<rest>.{0,400})"
 )
@@ -490,23 +511,27 @@ SLEEPERS = re.compile(
 )
 
 
-def parse_taint(taint: bytes, rest: bytes) -> tuple[str, str | None]:
-    """Taint letters and kernel release from what follows ``Tainted: ``.
+def parse_taint(taint: bytes, rest: bytes) -> tuple[str, str | None, str | None]:
+    """Taint letters, kernel release and build string from what follows ``Tainted: ``.
 
     kernel/panic.c print_tainted() prints one column per flag, a space when
     unset, starting with ``P`` or ``G`` (proprietary module or not; ``G`` is no
-    taint).  RHEL adds ``-`` columns.  The release follows the flags.
+    taint).  RHEL adds ``-`` columns.  The release follows the flags, then
+    the first word of the version (``#1``) and what distributions and 6.13+
+    (``PREEMPT(lazy)``) add, returned whitespace-collapsed as the build string.
     """
     letters: list[str] = []
     tokens = rest.split()
-    if taint == b"Not tainted":
-        return "", tokens[0].lstrip(b"(").decode("utf-8", "backslashreplace") if tokens else None
-    for tok in tokens[:64]:
-        if re.fullmatch(rb"[A-Z-]+", tok):
-            letters.extend(chr(c) for c in tok if 65 <= c <= 90 and c != 71)  # not 'G'
-            continue
-        return "".join(letters), tok.lstrip(b"(").decode("utf-8", "backslashreplace")
-    return "".join(letters), None
+    start = 0
+    if taint != b"Not tainted":
+        while start < min(len(tokens), 64) and re.fullmatch(rb"[A-Z-]+", tokens[start]):
+            letters.extend(chr(c) for c in tokens[start] if 65 <= c <= 90 and c != 71)  # not 'G'
+            start += 1
+    if start >= len(tokens):
+        return "".join(letters), None, None
+    release = tokens[start].lstrip(b"(").decode("utf-8", "backslashreplace")
+    build = b" ".join(tokens[start + 1:start + 24]).decode("utf-8", "backslashreplace")
+    return "".join(letters), release, build or None
 
 
 def panic_category(reason: str) -> str:
