@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from memconsole import _rs  # noqa: E402
+from memconsole import _rs, _rs_batch  # noqa: E402
 from memconsole.ramoops import Geometry, ZoneKind, ecc_layout, layout  # noqa: E402
 
 
@@ -123,7 +123,7 @@ def main() -> int:
         opts = ["--mem-size", str(args.size), "--record-size", str(args.record_size),
                 "--ecc", str(args.ecc), "--zone-order", "6.2", "--ftrace-cpus", "1"]
         cmd = [sys.executable, "-m", "memconsole", "decode", str(image), *opts]
-        flavour = "numpy" if _rs.have_numpy() else "no numpy"
+        flavour = "numpy" if _rs_batch.have_numpy() else "no numpy"
         t = min(timed(cmd, env) for _ in range(2))
         rows.append((f"memconsole decode IMAGE ({flavour}; summary to stdout)", t,
                      args.size / t))
@@ -173,7 +173,7 @@ def main() -> int:
                      args.size / rate, rate))
     print(f"\n{mib:.0f} MiB region, ecc {args.ecc} (every 128-byte block checked), "
           f"record_size {args.record_size}, Python {sys.version.split()[0]}, "
-          f"numpy {'yes' if _rs.have_numpy() else 'no'}\n")
+          f"numpy {'yes' if _rs_batch.have_numpy() else 'no'}\n")
     print("| what | seconds | MB/s |")
     print("|---|---:|---:|")
     for what, secs, rate in rows:

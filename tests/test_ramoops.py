@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memconsole import _rs
+from memconsole import _rs, _rs_batch
 from memconsole._compress import decompress
 from memconsole.errors import ConfigError, MemconsoleError, ParseError
 from memconsole.ramoops import (
@@ -238,15 +238,42 @@ def test_rs_decode_reports_uncorrectable() -> None:
     assert res.corrected == -1 and res.data == bytes(word[:128])
 
 
-def test_bad_blocks_python_and_numpy_agree(monkeypatch: pytest.MonkeyPatch) -> None:
-    codec = _rs.codec(16)
-    blocks = bytearray(os.urandom(128 * 300))
-    par = b"".join(codec.encode(blocks[i * 128:(i + 1) * 128]) for i in range(300))
-    for blk in (0, 77, 299):
-        blocks[blk * 128 + 5] ^= 1
-    fast = codec.bad_blocks(bytes(blocks), par, 300)
-    monkeypatch.setattr(_rs, "_np", None)
-    assert codec.bad_blocks(bytes(blocks), par, 300) == fast == [0, 77, 299]
+@pytest.mark.parametrize("nroots", [1, 16, 20, 64])
+def test_batch_check_kernels_agree(monkeypatch: pytest.MonkeyPatch, nroots: int) -> None:
+    # numpy, bytes.translate and the per-block loop must find exactly the
+    # damaged blocks, full ones in runs and short ones (right-aligned) alike.
+    codec = _rs.codec(nroots)
+    rnd = random.Random(nroots)
+    n = 300
+    blocks = bytearray(rnd.randbytes(128 * n))
+    par = bytearray(b"".join(codec.encode(blocks[i * 128:(i + 1) * 128]) for i in range(n)))
+    want = sorted(rnd.sample(range(n), 9))
+    for blk in want:
+        if blk % 2:
+            blocks[blk * 128 + rnd.randrange(128)] ^= 1 << rnd.randrange(8)
+        else:
+            par[blk * nroots + rnd.randrange(nroots)] ^= 0x40
+    lengths = [rnd.randrange(1, 129) for _ in range(n)]
+    short_par = bytearray(b"".join(codec.encode(blocks[i * 128:i * 128 + lengths[i]])
+                                   for i in range(n)))
+    for blk in want:  # damage inside the short block's own bytes
+        short_par[blk * nroots] ^= 1
+    buf = bytes(blocks) + bytes(short_par)
+    items = [(i * 128, lengths[i], 128 * n + i * nroots) for i in range(n)]
+    results = []
+    for np_mod in (_rs_batch._np, None):
+        monkeypatch.setattr(_rs_batch, "_np", np_mod)
+        results.append(_rs_batch.bad_blocks(codec, bytes(blocks), bytes(par), n))
+        results.append(_rs_batch.bad_blocks(codec, bytes(blocks), bytes(par), 40)
+                       + [b + 40 for b in _rs_batch.bad_blocks(
+                           codec, bytes(blocks[40 * 128:]), bytes(par[40 * nroots:]), n - 40)])
+        runs = [(0, 128 * n, 100), (100 * 128, 128 * n + 100 * nroots, 200)]
+        results.append([r * 100 + b for r, b in _rs_batch.bad_blocks_runs(
+            codec, bytes(blocks) + bytes(par), runs)])
+        results.append(_rs_batch.bad_blocks_at(codec, buf, items))
+        results.append([i * 30 + j for i in range(10) for j in _rs_batch.bad_blocks_at(
+            codec, buf, items[i * 30:(i + 1) * 30])])
+    assert all(r == want for r in results)
 
 
 # -- records ------------------------------------------------------------------------

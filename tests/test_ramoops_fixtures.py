@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from memconsole import cli
+from memconsole import _rs_batch, cli
 from memconsole.ramoops import (
     Geometry,
     ZoneKind,
@@ -169,6 +169,23 @@ def test_flipped_header_bytes_are_corrected(name: str) -> None:
     rec = next(r for r in out.records if r.id == 0)
     assert rec.content.split(b"\nECC:")[0] == files[rec.name].split(b"\nECC:")[0]
     assert rec.ecc_corrected == min(half, 12)
+
+
+@pytest.mark.parametrize("name", ECC_NAMES)
+def test_standard_library_ecc_check_agrees_with_numpy(name: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The batch check has a numpy kernel and a bytes.translate one: on a real
+    # region with a correctable and an uncorrectable block, both must lead to
+    # the same zones and records.
+    region, _, meta = load(name)
+    g = geometry_from_meta(meta)
+    z = layout(g)[decode(region, g).records[0].zone]
+    hurt = _flip(region, z.offset + 12, g.ecc_size // 2, 4)
+    hurt = _flip(hurt, z.offset + 12 + 3 * 128, g.ecc_size // 2 + 1, 5)
+    want = decode(hurt, g)
+    assert want.zones[z.number].ecc_bad_blocks == 1
+    monkeypatch.setattr(_rs_batch, "_np", None)
+    assert decode(hurt, g) == want
 
 
 # -- corrupt input: one line, no traceback ---------------------------------------

@@ -20,6 +20,7 @@ Pure arithmetic on parameters: nothing here reads memory.
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -254,22 +255,29 @@ class EccLayout(NamedTuple):
 def ecc_layout(zone_size: int, ecc_size: int, spec: ZoneSpec | None = None) -> EccLayout:
     """Data capacity and parity offsets of a zone (persistent_ram_init_ecc()).
     Raises :class:`ConfigError` when the kernel would refuse the ECC size."""
+    lay = _ecc_fit(zone_size, ecc_size)
+    if isinstance(lay, str):
+        where = f"zone {spec.number} ({spec.label}) at {spec.offset:#x}: " if spec else ""
+        raise ConfigError(where + lay)
+    return lay
+
+
+@functools.lru_cache(maxsize=256)
+def _ecc_fit(zone_size: int, ecc_size: int) -> EccLayout | str:
+    """:func:`ecc_layout`, or why the kernel refuses it (cached: a region has
+    a handful of zone sizes and thousands of zones)."""
     buffer_size = zone_size - HEADER_SIZE
-    where = f"zone {spec.number} ({spec.label}) at {spec.offset:#x}: " if spec else ""
     if buffer_size <= 0:
-        raise ConfigError(f"{where}zone size {zone_size} leaves no room after the "
-                          f"{HEADER_SIZE}-byte header")
+        return f"zone size {zone_size} leaves no room after the {HEADER_SIZE}-byte header"
     if not ecc_size:
         return EccLayout(buffer_size, 0, zone_size, zone_size)
     bs = _rs.BLOCK_SIZE
     if ecc_size >= 255 - bs + 1 or buffer_size <= ecc_size:
-        raise ConfigError(f"{where}invalid ecc_size {ecc_size} (block size {bs}, "
-                          f"buffer size {buffer_size})")
+        return f"invalid ecc_size {ecc_size} (block size {bs}, buffer size {buffer_size})"
     blocks = -(-(buffer_size - ecc_size) // (bs + ecc_size))  # DIV_ROUND_UP
     total = (blocks + 1) * ecc_size
     if total >= buffer_size:
-        raise ConfigError(f"{where}invalid ecc_size {ecc_size} (total {total}, "
-                          f"buffer size {buffer_size})")
+        return f"invalid ecc_size {ecc_size} (total {total}, buffer size {buffer_size})"
     capacity = buffer_size - total
     par_buffer = HEADER_SIZE + capacity
     return EccLayout(capacity, blocks, par_buffer, par_buffer + blocks * ecc_size)

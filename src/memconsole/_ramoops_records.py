@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from memconsole._compress import Decompressed, decompress
-from memconsole._ramoops_dmesg import parse_dmesg_header
+from memconsole._ramoops_dmesg import DmesgHeader, parse_dmesg_header
 from memconsole._ramoops_geometry import MIN_MEM_SIZE, Geometry, ZoneKind
 from memconsole._ramoops_zone import ZoneResult, ZoneStatus
 
@@ -111,16 +111,20 @@ def _decompress_cap(geom: Geometry, zones: tuple[ZoneResult, ...]) -> int:
 
 
 def _dmesg_record(z: ZoneResult, text: bytes, geom: Geometry, cap: int,
-                  recovered: bool = False, note: str = "",
-                  inflated: Future[Decompressed] | None = None) -> Record | str:
-    hdr = parse_dmesg_header(text)
+                  recovered: bool = False, note: str = "", hdr: DmesgHeader | None = None,
+                  inflated: Decompressed | None = None) -> Record | str:
+    """ramoops_pstore_read() for one dmesg zone holding *text*; *hdr* and
+    *inflated*, when given, are its header and decompressed body, already
+    worked out.  Returns the problem line when the kernel would discard it."""
+    if hdr is None:
+        hdr = parse_dmesg_header(text)
     if not hdr.length:
         return (f"zone {z.spec.number} ({z.spec.label}) at {z.spec.offset:#x}: no "
                 f"'====sec.usec-C|D' header in {len(text)} bytes; the kernel discards it")
     payload = text[hdr.length:]
     name = f"dmesg-ramoops-{z.spec.id}"
     if hdr.compressed:
-        res = inflated.result() if inflated is not None else decompress(payload, cap)
+        res = inflated if inflated is not None else decompress(payload, cap)
         if res.data is not None:
             payload = res.data
         else:
@@ -130,6 +134,19 @@ def _dmesg_record(z: ZoneResult, text: bytes, geom: Geometry, cap: int,
                   hdr.compressed, payload,
                   ecc_notice(geom.ecc_size, z.ecc_corrected, z.ecc_bad_blocks),
                   z.ecc_corrected, z.ecc_bad_blocks, recovered, note)
+
+
+def _inflate_all(bodies: list[bytes], cap: int) -> list[Decompressed]:
+    """decompress() every body; zlib releases the GIL, so chunks of them run
+    in parallel threads (one future per chunk, not per record)."""
+    workers = min(os.cpu_count() or 1, 8)
+    if workers < 2 or len(bodies) < 4:
+        return [decompress(b, cap) for b in bodies]
+    step = max(1, min(64, len(bodies) // (4 * workers)))
+    chunks = [bodies[i:i + step] for i in range(0, len(bodies), step)]
+    with ThreadPoolExecutor(workers) as pool:
+        parts = pool.map(lambda chunk: [decompress(b, cap) for b in chunk], chunks)
+        return [res for part in parts for res in part]
 
 
 def _salvage(z: ZoneResult, geom: Geometry, cap: int) -> Record | None:
@@ -174,22 +191,18 @@ def build_records(geom: Geometry, zones: tuple[ZoneResult, ...], scan: bool = Fa
         by_kind[z.spec.kind].append(z)
     salvage = [z for z in zones if z.status in (ZoneStatus.BAD_SIG, ZoneStatus.INVALID)]
     # ramoops_pstore_read(): dmesg zones, then console, pmsg, ftrace.
-    # zlib releases the GIL: inflate the compressed records in parallel.
-    live = [z for z in by_kind[ZoneKind.DMESG] if z.status is ZoneStatus.OK and z.old_log]
-    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
-        inflated: dict[int, Future[Decompressed]] = {}
-        for z in live:
-            hdr = parse_dmesg_header(z.old_log)
-            if hdr.length and hdr.compressed:
-                inflated[z.spec.number] = pool.submit(decompress, z.old_log[hdr.length:], cap)
-        for z in live:
-            rec = _dmesg_record(z, z.old_log, geom, cap,
-                                inflated=inflated.get(z.spec.number))
-            if isinstance(rec, str):
-                problems.append(rec)
-                salvage.append(z)
-            else:
-                records.append(rec)
+    live = [(z, parse_dmesg_header(z.old_log)) for z in by_kind[ZoneKind.DMESG]
+            if z.status is ZoneStatus.OK and z.old_log]
+    packed = [i for i, (_, hdr) in enumerate(live) if hdr.length and hdr.compressed]
+    inflated = dict(zip(packed, _inflate_all(
+        [live[i][0].old_log[live[i][1].length:] for i in packed], cap), strict=True))
+    for i, (z, hdr) in enumerate(live):
+        rec = _dmesg_record(z, z.old_log, geom, cap, hdr=hdr, inflated=inflated.get(i))
+        if isinstance(rec, str):
+            problems.append(rec)
+            salvage.append(z)
+        else:
+            records.append(rec)
     for kind in (ZoneKind.CONSOLE, ZoneKind.PMSG):
         for z in by_kind[kind]:
             if z.status is ZoneStatus.OK and z.old_log:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
-from memconsole import _rs
+from memconsole import _rs, _rs_batch
 from memconsole._ramoops_geometry import (
     HEADER,
     HEADER_SIZE,
@@ -106,19 +106,64 @@ class ZoneResult(NamedTuple):
 
 def decode_zone(region: Buffer, spec: ZoneSpec, ecc_size: int = 0,
                 suspects: list[int] | None = None) -> ZoneResult:
-    """Check, correct and reassemble one zone of *region*.  *suspects*, when
-    given, are the full ECC blocks already found not to match their parity
-    (see :func:`batch_suspects`); the others are taken as clean."""
-    where = f"zone {spec.number} ({spec.label}) at {spec.offset:#x}"
+    """Check, correct and reassemble one zone of *region*.
+
+    *suspects*, when given (by :func:`batch_suspects`), says that the
+    header's parity was found to match and lists every data block (full, or
+    the short last one) below the header's ``size`` whose parity does not;
+    the other blocks are taken as clean.  A zone with nothing to correct is
+    read in place, without copying it."""
     avail = len(region) - spec.offset
     if avail < spec.size:
         return ZoneResult(spec, ZoneStatus.TRUNCATED, None, 0, b"", 0, 0,
-                          f"{where}: needs {spec.size} bytes, the image has "
+                          f"{_where(spec)}: needs {spec.size} bytes, the image has "
                           f"{max(avail, 0)} from there (truncated image?)", b"")
-    zone = bytearray(region[spec.offset:spec.offset + spec.size])
     lay = ecc_layout(spec.size, ecc_size, spec)
+    if ecc_size and (suspects is None or suspects):
+        return _decode_copy(region, spec, lay, ecc_size, suspects)
+    # No ECC, or every block checked and clean: nothing to correct.
+    sig, start, size = HEADER.unpack_from(region, spec.offset)
+    hdr = ZoneHeader(sig, start % (1 << 64), size % (1 << 64))
+    d0 = spec.offset + HEADER_SIZE
+    data = bytes(region[d0:d0 + lay.capacity])
+    status, problem = _verdict(spec, hdr, lay.capacity)
+    # persistent_ram_save_old(): oldest byte at `start` once the ring wrapped.
+    old = data[hdr.start:hdr.size] + data[:hdr.start] if status is ZoneStatus.OK else b""
+    return ZoneResult(spec, status, hdr, lay.capacity, old, 0, 0, problem, data)
+
+
+def _where(spec: ZoneSpec) -> str:
+    return f"zone {spec.number} ({spec.label}) at {spec.offset:#x}"
+
+
+def _verdict(spec: ZoneSpec, hdr: ZoneHeader, capacity: int) -> tuple[ZoneStatus, str]:
+    """persistent_ram_post_init()'s conclusion on a (corrected) header."""
+    want = PERSISTENT_RAM_SIG
+    # ramoops_init_przs("ftrace", ..., sig = LINUX_VERSION_CODE): accept the
+    # version of whichever kernel wrote it.
+    ok_sig = (version_code(hdr.sig) is not None if spec.kind is ZoneKind.FTRACE
+              else hdr.sig == want)
+    if not ok_sig:
+        return ZoneStatus.BAD_SIG, (
+            f"{_where(spec)}: signature {hdr.sig:#010x} is not {want:#010x}"
+            + (" xor a kernel version" if spec.kind is ZoneKind.FTRACE else ""))
+    # persistent_ram_post_init(): empty, invalid, or kept.
+    if hdr.size == 0 and hdr.start == 0:
+        return ZoneStatus.EMPTY, ""
+    if hdr.size > capacity:
+        return ZoneStatus.INVALID, (f"{_where(spec)}: size {hdr.size} exceeds capacity "
+                                    f"{capacity}")
+    if hdr.start > hdr.size:
+        return ZoneStatus.INVALID, f"{_where(spec)}: start {hdr.start} > size {hdr.size}"
+    return ZoneStatus.OK, ""
+
+
+def _decode_copy(region: Buffer, spec: ZoneSpec, lay: EccLayout, ecc_size: int,
+                 suspects: list[int] | None) -> ZoneResult:
+    """A zone with ECC that may need correcting: work on a copy."""
+    zone = bytearray(region[spec.offset:spec.offset + spec.size])
     corrected = bad = 0
-    if ecc_size:
+    if suspects is None:
         codec = _rs.codec(ecc_size)
         # persistent_ram_init_ecc(): the header is decoded (and corrected in
         # place) before persistent_ram_post_init() looks at the signature.
@@ -131,43 +176,26 @@ def decode_zone(region: Buffer, spec: ZoneSpec, ecc_size: int = 0,
             elif res.corrected < 0:
                 bad += 1
     hdr = parse_header(zone)
+    status, problem = _verdict(spec, hdr, lay.capacity)
     data_end = HEADER_SIZE + lay.capacity
-
-    def result(status: ZoneStatus, problem: str = "", old: bytes = b"") -> ZoneResult:
-        return ZoneResult(spec, status, hdr, lay.capacity, old, corrected, bad, problem,
-                          bytes(zone[HEADER_SIZE:data_end]))
-
-    want = PERSISTENT_RAM_SIG
-    # ramoops_init_przs("ftrace", ..., sig = LINUX_VERSION_CODE): accept the
-    # version of whichever kernel wrote it.
-    ok_sig = (version_code(hdr.sig) is not None if spec.kind is ZoneKind.FTRACE
-              else hdr.sig == want)
-    if not ok_sig:
-        return result(ZoneStatus.BAD_SIG, f"{where}: signature {hdr.sig:#010x} is not "
-                      f"{want:#010x}" + (" xor a kernel version" if spec.kind is
-                                         ZoneKind.FTRACE else ""))
-    # persistent_ram_post_init(): empty, invalid, or kept.
-    if hdr.size == 0 and hdr.start == 0:
-        return result(ZoneStatus.EMPTY)
-    if hdr.size > lay.capacity:
-        return result(ZoneStatus.INVALID, f"{where}: size {hdr.size} exceeds capacity "
-                      f"{lay.capacity}")
-    if hdr.start > hdr.size:
-        return result(ZoneStatus.INVALID, f"{where}: start {hdr.start} > size {hdr.size}")
-    if ecc_size:
+    old = b""
+    if status is ZoneStatus.OK:
         c, b = _correct_blocks(zone, lay, ecc_size, hdr.size, suspects)
         corrected += c
         bad += b
-    data = zone[HEADER_SIZE:data_end]
-    # persistent_ram_save_old(): oldest byte at `start` once the ring wrapped.
-    old = bytes(data[hdr.start:hdr.size]) + bytes(data[:hdr.start])
-    return result(ZoneStatus.OK, "", old)
+        data = zone[HEADER_SIZE:data_end]
+        # persistent_ram_save_old(): oldest byte at `start` once the ring wrapped.
+        old = bytes(data[hdr.start:hdr.size]) + bytes(data[:hdr.start])
+    return ZoneResult(spec, status, hdr, lay.capacity, old, corrected, bad, problem,
+                      bytes(zone[HEADER_SIZE:data_end]))
 
 
 def _correct_blocks(zone: bytearray, lay: EccLayout, ecc_size: int, size: int,
                     suspects: list[int] | None = None) -> tuple[int, int]:
     """persistent_ram_ecc_old(): check each 128-byte block that starts below
-    the header's ``size``, correcting in place; return (corrected, bad)."""
+    the header's ``size`` (the last one shorter when the data area ends
+    inside it), correcting in place; return (corrected, bad).  *suspects*:
+    as :func:`decode_zone` takes them."""
     bs = _rs.BLOCK_SIZE
     codec = _rs.codec(ecc_size)
     nblocks = -(-size // bs)
@@ -176,18 +204,20 @@ def _correct_blocks(zone: bytearray, lay: EccLayout, ecc_size: int, size: int,
         mv = memoryview(zone)
         data = mv[HEADER_SIZE:HEADER_SIZE + full * bs]
         par = mv[lay.par_buffer:lay.par_buffer + full * ecc_size]
-        suspects = codec.bad_blocks(data, par, full)
+        suspects = _rs_batch.bad_blocks(codec, data, par, full)
         del data, par, mv
-    else:
-        suspects = [b for b in suspects if b < full]
-    suspects.extend(range(full, nblocks))  # the short last block, if any
+        if nblocks > full:  # the short last block
+            d0 = HEADER_SIZE + full * bs
+            p0 = lay.par_buffer + full * ecc_size
+            if not codec.check(zone[d0:HEADER_SIZE + lay.capacity], zone[p0:p0 + ecc_size]):
+                suspects.append(full)
     corrected = bad = 0
     for blk in suspects:
+        if blk >= nblocks:
+            continue
         d0 = HEADER_SIZE + blk * bs
         d1 = min(d0 + bs, HEADER_SIZE + lay.capacity)
         p0 = lay.par_buffer + blk * ecc_size
-        if blk >= full and codec.check(zone[d0:d1], zone[p0:p0 + ecc_size]):
-            continue  # the short last block is clean
         res = codec.decode(zone[d0:d1], zone[p0:p0 + ecc_size])
         if res.corrected > 0:
             corrected += res.corrected
@@ -198,35 +228,54 @@ def _correct_blocks(zone: bytearray, lay: EccLayout, ecc_size: int, size: int,
 
 
 def batch_suspects(region: Buffer, specs: tuple[ZoneSpec, ...], ecc: int
-                    ) -> dict[int, list[int]]:
-    """Check the full ECC blocks of every zone in one pass (numpy pays its
-    per-call cost once): {zone index: blocks whose parity does not match}.
-    Which blocks count depends on each header's size, so headers are read
-    (and ECC-corrected) first, as decode_zone() will read them."""
+                   ) -> dict[int, list[int]]:
+    """Check the ECC of every zone of *specs* in one pass (numpy, or the
+    standard-library kernel, pays its per-call cost once).
+
+    First every zone header against its parity; then, for each zone whose
+    header matched and passes persistent_ram_post_init(), every block below
+    its ``size``, the short last one included.  Returns {zone number: blocks
+    whose parity does not match} for those zones (the *suspects* of
+    :func:`decode_zone`); zones whose header parity did not match, or that
+    the image truncates, are left out and :func:`decode_zone` checks them
+    alone."""
     if not ecc:
         return {}
     codec = _rs.codec(ecc)
     bs = _rs.BLOCK_SIZE
+    fits = [(s, ecc_layout(s.size, ecc, s)) for s in specs
+            if len(region) - s.offset >= s.size]
+    bad_heads = set(_rs_batch.bad_blocks_at(
+        codec, region, [(s.offset, HEADER_SIZE, s.offset + lay.par_header)
+                        for s, lay in fits]))
+    out: dict[int, list[int]] = {}
     runs: list[tuple[int, int, int]] = []
-    owners: list[int] = []
-    for spec in specs:
-        if len(region) - spec.offset < spec.size:
+    run_zone: list[int] = []
+    shorts: list[tuple[int, int, int]] = []
+    short_block: list[tuple[int, int]] = []
+    for i, (spec, lay) in enumerate(fits):
+        if i in bad_heads:
             continue
-        lay = ecc_layout(spec.size, ecc, spec)
-        raw = bytes(region[spec.offset:spec.offset + HEADER_SIZE])
-        ph = spec.offset + lay.par_header
-        par = bytes(region[ph:ph + ecc])
-        if not codec.check(raw, par):
-            res = codec.decode(raw, par)
-            raw = res.data if res.corrected > 0 else raw
-        hdr = parse_header(raw)
-        if hdr.size > lay.capacity or hdr.start > hdr.size:
+        out[spec.number] = []
+        hdr = parse_header(region[spec.offset:spec.offset + HEADER_SIZE])
+        if _verdict(spec, hdr, lay.capacity)[0] is not ZoneStatus.OK:
             continue
-        full = min(-(-hdr.size // bs), lay.capacity // bs)
-        runs.append((spec.offset + HEADER_SIZE, spec.offset + lay.par_buffer, full))
-        owners.append(spec.number)
-    out: dict[int, list[int]] = {s.number: [] for s in specs}
-    live = [i for i, r in enumerate(runs) if r[2] > 0]
-    for ri, b in codec.bad_blocks_runs(region, [runs[i] for i in live]):
-        out[owners[live[ri]]].append(b)
+        # persistent_ram_ecc_old(): blocks starting below size (<= capacity,
+        # checked above); the last is short when capacity is not a multiple
+        # of the block size and size reaches into it.
+        nblocks = -(-hdr.size // bs)
+        full = min(nblocks, lay.capacity // bs)
+        data0 = spec.offset + HEADER_SIZE
+        par0 = spec.offset + lay.par_buffer
+        if full:
+            runs.append((data0, par0, full))
+            run_zone.append(spec.number)
+        if nblocks > full:
+            shorts.append((data0 + full * bs, lay.capacity - full * bs, par0 + full * ecc))
+            short_block.append((spec.number, full))
+    for ri, blk in _rs_batch.bad_blocks_runs(codec, region, runs):
+        out[run_zone[ri]].append(blk)
+    for si in _rs_batch.bad_blocks_at(codec, region, shorts):
+        number, blk = short_block[si]
+        out[number].append(blk)
     return out

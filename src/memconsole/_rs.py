@@ -13,10 +13,10 @@ mirrors those three functions:
   Berlekamp-Massey, Chien search, Forney, and the same three -EBADMSG exits
   (deg(lambda) == 0, a root in the shortened padding, deg(lambda) != roots
   found) plus the final syndrome re-check;
-* :meth:`Codec.bad_blocks` finds the blocks that are not codewords without
-  decoding them: parity is linear, so it is recomputed from per-position
-  tables (numpy when installed, Python ints otherwise) and compared.  Only
-  those blocks go through the full decoder.
+* :meth:`Codec.check` tells a codeword from a damaged block without
+  decoding it: parity is linear, so it is recomputed from per-position
+  tables (:meth:`Codec.position_tables`) and compared.  Many blocks at once
+  are checked by ``_rs_batch``; only those that fail go through the decoder.
 
 Nothing here knows about zones; callers pass bytes and get bytes back.
 """
@@ -24,28 +24,14 @@ Nothing here knows about zones; callers pass bytes and get bytes back.
 from __future__ import annotations
 
 import functools
-import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-__all__ = ["BLOCK_SIZE", "Codec", "DecodeResult", "codec", "have_numpy"]
+__all__ = ["BLOCK_SIZE", "Codec", "DecodeResult", "codec"]
 
 #: persistent_ram_init_ecc(): ``block_size = ecc_info->block_size ?: 128``.
 BLOCK_SIZE = 128
 _NN = 255          # symbols per full codeword for symsize 8
 _GFPOLY = 0x11D    # ecc_info->poly ?: 0x11d
-
-_np: Any
-try:  # optional extra "fast"
-    import numpy as _np
-except ImportError:  # pragma: no cover - exercised when numpy is absent
-    _np = None
-
-
-def have_numpy() -> bool:
-    """True when the numpy fast path for :meth:`Codec.bad_blocks` is available."""
-    return _np is not None
-
 
 def _tables() -> tuple[list[int], list[int]]:
     # codec_init(): alpha_to[] (index -> poly) and index_of[] (poly -> index),
@@ -106,7 +92,6 @@ class Codec:
             gen[0] = a[(ix[gen[0]] + root) % _NN]
         self._genpoly = [ix[g] for g in gen]
         self._tables_py: list[list[int]] | None = None
-        self._tables_np: Any = None
 
     # -- encode_rs.c -------------------------------------------------------
 
@@ -241,9 +226,9 @@ class Codec:
                 par[loc - pad - length] ^= val
         return DecodeResult(corrected, bytes(dat), bytes(par))
 
-    # -- batch check -------------------------------------------------------
+    # -- parity by position tables ------------------------------------------
 
-    def _position_tables(self) -> list[list[int]]:
+    def position_tables(self) -> list[list[int]]:
         """``t[j][v]``: parity (as a big-endian int) contributed by byte *v*
         at position *j* of a right-aligned 128-byte block.  Parity is linear
         and leading zero bytes leave the encoder's register at zero, so a
@@ -267,7 +252,7 @@ class Codec:
 
     def parity_fast(self, data: bytes | memoryview) -> bytes:
         """Parity of a block of at most 128 bytes via the position tables."""
-        tables = self._position_tables()
+        tables = self.position_tables()
         acc = 0
         for t, byte in zip(tables[BLOCK_SIZE - len(data):], bytes(data), strict=True):
             acc ^= t[byte]
@@ -278,169 +263,6 @@ class Codec:
         """True when *parity* is the parity of *data* (at most 128 bytes):
         the cheap test before :meth:`decode`."""
         return self.parity_fast(bytes(data)) == bytes(parity)
-
-    def bad_blocks_runs(self, buf: bytes | bytearray | memoryview,
-                        runs: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
-        """Check runs of consecutive 128-byte blocks in *buf*: run *r* is
-        ``(data_offset, parity_offset, count)``.  Returns (run, block) pairs
-        whose parity does not match."""
-        runs = [r for r in runs if r[2] > 0]
-        if not runs:
-            return []
-        total = sum(r[2] for r in runs)
-        if _np is None or total < 64:
-            doffs: list[int] = []
-            poffs: list[int] = []
-            owner: list[tuple[int, int]] = []
-            for ri, (d0, p0, cnt) in enumerate(runs):
-                for b in range(cnt):
-                    doffs.append(d0 + b * BLOCK_SIZE)
-                    poffs.append(p0 + b * self.nroots)
-                    owner.append((ri, b))
-            return [owner[i] for i in self.bad_blocks_at(buf, doffs, poffs)]
-        np = _np
-        e = self.nroots
-        arr = np.frombuffer(buf, dtype=np.uint8)
-        owner = [(ri, b) for ri, r in enumerate(runs) for b in range(r[2])]
-        step = 1 << 15  # blocks per batch: bounded temporaries
-        batches: list[tuple[int, list[tuple[int, int, int]]]] = []
-        i = done = 0
-        while i < len(runs):
-            batch, n = [], 0
-            while i < len(runs) and (n == 0 or n + runs[i][2] <= step):
-                batch.append(runs[i])
-                n += runs[i][2]
-                i += 1
-            batches.append((done, batch))
-            done += n
-
-        def work(item: tuple[int, list[tuple[int, int, int]]]) -> list[int]:
-            base, batch = item
-            # Runs are contiguous in memory: views and one copy, no index arrays.
-            blocks = np.concatenate([arr[d:d + c * BLOCK_SIZE].reshape(c, BLOCK_SIZE)
-                                     for d, _, c in batch])
-            par = np.concatenate([arr[p:p + c * e].reshape(c, e) for _, p, c in batch])
-            return [base + int(j) for j in
-                    self._mismatch_np(np.ascontiguousarray(blocks.T), par)]
-
-        # numpy releases the GIL in indexing and ufuncs: batches run in parallel.
-        workers = min(len(batches), os.cpu_count() or 1, 8)
-        if workers > 1:
-            with ThreadPoolExecutor(workers) as pool:
-                found = [j for part in pool.map(work, batches) for j in part]
-        else:
-            found = [j for item in batches for j in work(item)]
-        return [owner[j] for j in found]
-
-    def bad_blocks(self, data: bytes | memoryview, parity: bytes | memoryview,
-                   count: int) -> list[int]:
-        """Indices of the first *count* 128-byte blocks of *data* whose
-        stored parity (``nroots`` bytes each, consecutive in *parity*) does not
-        match.  Those, and only those, need :meth:`decode`."""
-        if count <= 0:
-            return []
-        if _np is not None and count >= 64:
-            return self._bad_blocks_np(data, parity, count)
-        e = self.nroots
-        tables = self._position_tables()
-        out: list[int] = []
-        mv, pv = memoryview(data), memoryview(parity)
-        for blk in range(count):
-            block = mv[blk * BLOCK_SIZE:(blk + 1) * BLOCK_SIZE]
-            stored = int.from_bytes(pv[blk * e:(blk + 1) * e], "big")
-            acc = 0
-            for t, byte in zip(tables, block, strict=False):
-                acc ^= t[byte]
-            if acc != stored:
-                out.append(blk)
-        return out
-
-    def bad_blocks_at(self, buf: bytes | bytearray | memoryview, data_offsets: list[int],
-                      parity_offsets: list[int]) -> list[int]:
-        """Like :meth:`bad_blocks` for 128-byte blocks scattered in *buf*:
-        block *i* is ``buf[data_offsets[i]:+128]`` with parity at
-        ``parity_offsets[i]``.  Returns the indices *i* that do not match.
-        One call covers every zone of a region, so numpy's per-call cost is
-        paid once."""
-        n = len(data_offsets)
-        if n == 0:
-            return []
-        if _np is None or n < 64:
-            e = self.nroots
-            tables = self._position_tables()
-            mv = memoryview(buf)
-            out: list[int] = []
-            for i, (d0, p0) in enumerate(zip(data_offsets, parity_offsets, strict=False)):
-                acc = 0
-                for t, byte in zip(tables, mv[d0:d0 + BLOCK_SIZE], strict=False):
-                    acc ^= t[byte]
-                if acc != int.from_bytes(mv[p0:p0 + e], "big"):
-                    out.append(i)
-            return out
-        np = _np
-        return self._bad_at_np(buf, np.asarray(data_offsets, dtype=np.int64),
-                               np.asarray(parity_offsets, dtype=np.int64))
-
-    def _bad_at_np(self, buf: bytes | bytearray | memoryview, doffs: Any, poffs: Any) -> list[int]:
-        np = _np
-        assert np is not None
-        n = len(doffs)
-        arr = np.frombuffer(buf, dtype=np.uint8)
-        res: list[int] = []
-        step = 1 << 16
-        for first in range(0, n, step):
-            d = doffs[first:first + step]
-            p = poffs[first:first + step]
-            cols = arr[d[None, :] + np.arange(BLOCK_SIZE, dtype=np.int64)[:, None]]
-            par = arr[p[:, None] + np.arange(self.nroots, dtype=np.int64)[None, :]]
-            res.extend(int(i) + first for i in self._mismatch_np(cols, par))
-        return res
-
-    def _np_tables(self) -> Any:
-        np = _np
-        assert np is not None
-        if self._tables_np is None:
-            e = self.nroots
-            words = (e + 7) // 8
-            tab = np.zeros((BLOCK_SIZE, 256, words * 8), dtype=np.uint8)
-            for j, row in enumerate(self._position_tables()):
-                for v, val in enumerate(row):
-                    tab[j, v, :e] = np.frombuffer(val.to_bytes(e, "big"), dtype=np.uint8)
-            self._tables_np = tab.view(np.uint64).reshape(BLOCK_SIZE, 256, words)
-        return self._tables_np
-
-    def _mismatch_np(self, cols: Any, par: Any) -> Any:
-        """*cols*: (128, n) block bytes by position; *par*: (n, nroots) stored
-        parity.  Returns the indices whose recomputed parity differs."""
-        np = _np
-        assert np is not None
-        tables = self._np_tables()
-        e = self.nroots
-        words = tables.shape[2]
-        n = cols.shape[1]
-        acc = tables[0][cols[0]]
-        for j in range(1, BLOCK_SIZE):
-            acc ^= tables[j][cols[j]]
-        stored = np.zeros((n, words * 8), dtype=np.uint8)
-        stored[:, :e] = par
-        return np.flatnonzero((acc != stored.view(np.uint64)).any(axis=1))
-
-    def _bad_blocks_np(self, data: bytes | memoryview, parity: bytes | memoryview,
-                       count: int) -> list[int]:
-        np = _np
-        assert np is not None
-        e = self.nroots
-        out: list[int] = []
-        step = 1 << 16  # blocks per chunk: bounded temporaries (8 MiB of data)
-        for first in range(0, count, step):
-            n = min(step, count - first)
-            blocks = np.frombuffer(data, dtype=np.uint8, count=n * BLOCK_SIZE,
-                                   offset=first * BLOCK_SIZE).reshape(n, BLOCK_SIZE)
-            par = np.frombuffer(parity, dtype=np.uint8, count=n * e,
-                                offset=first * e).reshape(n, e)
-            out.extend(int(i) + first
-                       for i in self._mismatch_np(np.ascontiguousarray(blocks.T), par))
-        return out
 
 
 @functools.lru_cache(maxsize=8)

@@ -30,10 +30,11 @@ import stat
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from memconsole import _rs, ramoops
+from memconsole import _rs_batch, ramoops
 from memconsole._ramoops_detect import detect_ecc
 from memconsole.errors import ConfigError, ParseError
 from memconsole.ramoops import Geometry, Record, ZoneKind, ZoneOrder, ZoneStatus
@@ -225,11 +226,32 @@ def _json(rec: Record) -> str:
 
 
 def _write(out: Path, rec: Record) -> None:
-    """Atomic write (temporary file, rename).  No fsync: decode deletes
-    nothing, so a crash loses only output that can be made again."""
+    """Atomic write (temporary file, rename) of the record's file: payload
+    then ECC notice, straight from the record (no joined copy).  No fsync:
+    decode deletes nothing, so a crash loses only output that can be made
+    again."""
     tmp = out / f".{rec.name}.tmp"
-    tmp.write_bytes(rec.content)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        for part in (rec.payload, rec.ecc_notice):
+            view = memoryview(part)
+            while view:
+                view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
     os.replace(tmp, out / rec.name)
+
+
+def _write_all(out: Path, records: tuple[Record, ...]) -> None:
+    """Write every record; file system calls release the GIL, so a few
+    threads overlap them.  The first error is raised once all have run."""
+    if len(records) < 16:
+        for rec in records:
+            _write(out, rec)
+        return
+    with ThreadPoolExecutor(min(4, (os.cpu_count() or 1) * 2)) as pool:
+        for _ in pool.map(lambda rec: _write(out, rec), records):
+            pass
 
 
 def run(args: argparse.Namespace) -> int:
@@ -277,7 +299,7 @@ def _run(args: argparse.Namespace, mv: memoryview) -> int:
         if args.ftrace_cpus is not None:
             geom = geom.with_(ftrace_cpus=args.ftrace_cpus)
     region = mv[offset:offset + geom.mem_size]
-    if geom.ecc_size and not _rs.have_numpy() and geom.mem_size > _PROGRESS_MIN:
+    if geom.ecc_size and not _rs_batch.have_numpy() and geom.mem_size > _PROGRESS_MIN:
         _note("numpy is not installed: checking ECC in pure Python, which is slow for "
               "large regions (pip install 'memconsole[fast]')")
     decoded = ramoops.decode(region, geom, scan=args.scan, progress=_progress("decoding"))
@@ -302,8 +324,7 @@ def _emit(args: argparse.Namespace, records: tuple[Record, ...], ecc_size: int,
     if args.out is not None:
         try:
             args.out.mkdir(parents=True, exist_ok=True)
-            for rec in records:
-                _write(args.out, rec)
+            _write_all(args.out, records)
         except OSError as exc:
             raise ConfigError(f"cannot write to {args.out}: {exc.strerror}") from exc
     if args.json:
