@@ -36,6 +36,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "memconsole.cmd_show",
     "memconsole.cmd_list",
     "memconsole.cmd_record",
+    "memconsole.cmd_oops",
     "memconsole.cmd_decode",
     "memconsole.cmd_demo",
 )

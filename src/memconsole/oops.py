@@ -43,6 +43,7 @@ __all__ = [
     "describe",
     "parse_reports",
     "primary_report",
+    "to_json",
 ]
 
 
@@ -101,3 +102,65 @@ def describe(report: Report) -> str:
     if report.tainted:
         text += f", kernel tainted {report.tainted}"
     return text
+
+
+def _frame_json(f: Frame | None) -> dict[str, object] | None:
+    if f is None:
+        return None
+    out: dict[str, object] = {"function": f.function, "offset": f.offset, "size": f.size,
+                              "module": f.module}
+    if f.context:
+        out["reliable"] = f.reliable
+        out["context"] = f.context
+    if f.source:
+        out["source"] = [{"function": s.function, "file": s.file, "line": s.line,
+                          "inlined": s.inlined} for s in f.source]
+    return out
+
+
+def _hex(value: int | None) -> str | None:
+    return None if value is None else f"0x{value:x}"
+
+
+def to_json(report: Report, source_file: str | None = None) -> dict[str, object]:
+    """The JSON object of *report* (``memconsole oops --json``, docs/oops.md).
+
+    Addresses, offsets and error codes that are hardware values are ``"0x..."``
+    strings; *source_file* names the file the report was found in.
+    """
+    return {
+        "kind": report.kind.value,
+        "headline": report.headline,
+        "sentence": describe(report),
+        "time": report.time,
+        "kernel_release": report.kernel_release,
+        "kernel_build": report.kernel_build,
+        "hardware": report.hardware,
+        "cpu": report.cpu,
+        "pid": report.pid,
+        "uid": report.uid,
+        "comm": report.comm,
+        "tainted": report.tainted,
+        "taint_flags": list(report.taint_flags),
+        "location": report.location,
+        "fault_address": _hex(report.fault_address),
+        "fault_info": list(report.fault_info),
+        "error_code": _hex(report.error_code),
+        "access": report.access,
+        "rip": _frame_json(report.rip),
+        "lr": _frame_json(report.lr),
+        "call_trace": [_frame_json(f) for f in report.call_trace],
+        "registers": dict(report.registers),
+        "code": report.code,
+        "modules": list(report.modules),
+        "module_flags": dict(report.module_flags),
+        "workqueue": report.workqueue,
+        "kernel_offset": _hex(report.kernel_offset),
+        "panic_reason": report.panic_reason,
+        "blocked_task": report.blocked_task,
+        "duration": report.duration,
+        "oops_count": report.oops_count,
+        "signature": report.signature,
+        "signature_basis": report.signature_basis,
+        "source": {"file": source_file, "line": report.line or None, "offset": report.start},
+    }
