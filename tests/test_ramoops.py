@@ -261,7 +261,7 @@ def test_batch_check_kernels_agree(monkeypatch: pytest.MonkeyPatch, nroots: int)
     buf = bytes(blocks) + bytes(short_par)
     items = [(i * 128, lengths[i], 128 * n + i * nroots) for i in range(n)]
     results = []
-    for np_mod in (_rs_batch._np, None):
+    for np_mod in (_rs_batch._numpy(), None):
         monkeypatch.setattr(_rs_batch, "_np", np_mod)
         results.append(_rs_batch.bad_blocks(codec, bytes(blocks), bytes(par), n))
         results.append(_rs_batch.bad_blocks(codec, bytes(blocks), bytes(par), 40)

@@ -51,7 +51,7 @@ class Decompressed(NamedTuple):
     reason: str
 
 
-def _inflate(data: bytes, wbits: int, max_out: int) -> bytes | None:
+def _inflate(data: bytes | memoryview, wbits: int, max_out: int) -> bytes | None:
     d = zlib.decompressobj(wbits)
     try:
         out = d.decompress(data, max_out)
@@ -71,14 +71,15 @@ def _optional(name: str) -> Any:
         return None
 
 
-def decompress(data: bytes, max_out: int) -> Decompressed:
+def decompress(body: bytes | memoryview, max_out: int) -> Decompressed:
     """Decompress one dmesg record body, producing at most *max_out* bytes."""
-    out = _inflate(data, -15, max_out)
+    out = _inflate(body, -15, max_out)
     if out is not None:
         return Decompressed(out, "deflate", "")
-    out = _inflate(data, 15, max_out)
+    out = _inflate(body, 15, max_out)
     if out is not None:
         return Decompressed(out, "zlib", "")
+    data = bytes(body)  # the optional libraries want bytes
     missing = []
     if data[:4] == b"\x28\xb5\x2f\xfd":  # zstd frame magic
         zstd = _optional("zstandard")

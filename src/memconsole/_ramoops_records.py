@@ -121,22 +121,25 @@ def _dmesg_record(z: ZoneResult, text: bytes, geom: Geometry, cap: int,
     if not hdr.length:
         return (f"zone {z.spec.number} ({z.spec.label}) at {z.spec.offset:#x}: no "
                 f"'====sec.usec-C|D' header in {len(text)} bytes; the kernel discards it")
-    payload = text[hdr.length:]
     name = f"dmesg-ramoops-{z.spec.id}"
     if hdr.compressed:
-        res = inflated if inflated is not None else decompress(payload, cap)
+        res = (inflated if inflated is not None
+               else decompress(memoryview(text)[hdr.length:], cap))
         if res.data is not None:
             payload = res.data
         else:
+            payload = text[hdr.length:]
             name += ".enc.z"
             note = (note + "; " if note else "") + f"decompression failed: {res.reason}"
+    else:
+        payload = text[hdr.length:]
     return Record(z.spec.number, ZoneKind.DMESG, z.spec.id, name, hdr.time_ns,
                   hdr.compressed, payload,
                   ecc_notice(geom.ecc_size, z.ecc_corrected, z.ecc_bad_blocks),
                   z.ecc_corrected, z.ecc_bad_blocks, recovered, note)
 
 
-def _inflate_all(bodies: list[bytes], cap: int) -> list[Decompressed]:
+def _inflate_all(bodies: list[memoryview], cap: int) -> list[Decompressed]:
     """decompress() every body; zlib releases the GIL, so chunks of them run
     in parallel threads (one future per chunk, not per record)."""
     workers = min(os.cpu_count() or 1, 8)
@@ -195,7 +198,8 @@ def build_records(geom: Geometry, zones: tuple[ZoneResult, ...], scan: bool = Fa
             if z.status is ZoneStatus.OK and z.old_log]
     packed = [i for i, (_, hdr) in enumerate(live) if hdr.length and hdr.compressed]
     inflated = dict(zip(packed, _inflate_all(
-        [live[i][0].old_log[live[i][1].length:] for i in packed], cap), strict=True))
+        [memoryview(live[i][0].old_log)[live[i][1].length:] for i in packed], cap),
+        strict=True))
     for i, (z, hdr) in enumerate(live):
         rec = _dmesg_record(z, z.old_log, geom, cap, hdr=hdr, inflated=inflated.get(i))
         if isinstance(rec, str):

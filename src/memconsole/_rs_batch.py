@@ -37,11 +37,21 @@ from memconsole._rs import BLOCK_SIZE, Codec
 
 __all__ = ["bad_blocks", "bad_blocks_at", "bad_blocks_runs", "have_numpy"]
 
-_np: Any
-try:  # optional extra "fast"
-    import numpy as _np
-except ImportError:  # pragma: no cover - exercised when numpy is absent
-    _np = None
+_UNSET: Any = object()
+#: numpy (optional extra "fast"), imported on first use: None when absent.
+_np: Any = _UNSET
+
+
+def _numpy() -> Any:
+    global _np
+    if _np is _UNSET:
+        try:
+            import numpy
+        except ImportError:  # pragma: no cover - exercised when numpy is absent
+            _np = None
+        else:
+            _np = numpy
+    return _np
 
 Buffer = bytes | bytearray | memoryview
 
@@ -52,8 +62,8 @@ _NONZERO = re.compile(rb"[^\x00]")
 
 
 def have_numpy() -> bool:
-    """True when the numpy kernel is available."""
-    return _np is not None
+    """True when the numpy kernel is available (imports it)."""
+    return _numpy() is not None
 
 
 # -- kernels: data is n blocks of 128 bytes, parity n blocks of nroots bytes ----
@@ -136,7 +146,7 @@ def _mismatch(codec: Codec, batches: Sequence[tuple[bytes, bytes, int]]) -> list
         total += n
     if total < _SMALL:
         kernel = _mismatch_loop
-    elif _np is not None:
+    elif _numpy() is not None:
         kernel = _mismatch_np
         _np_tables(codec)  # build once, before any thread needs it
     else:
@@ -197,7 +207,7 @@ def _runs_to_batches(codec: Codec, dmv: memoryview, pmv: memoryview,
     """Cut *runs* into batches of whole blocks (one copy of the data, which
     the kernels need contiguous anyway) and say where each run's pieces went."""
     e = codec.nroots
-    step = _NP_BATCH if _np is not None else _PY_BATCH
+    step = _NP_BATCH if _numpy() is not None else _PY_BATCH
     segments: list[_Segment] = []
     batches: list[tuple[bytes, bytes, int]] = []
     dparts: list[memoryview] = []

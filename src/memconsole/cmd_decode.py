@@ -29,7 +29,7 @@ import re
 import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -328,17 +328,32 @@ def _emit(args: argparse.Namespace, records: tuple[Record, ...], ecc_size: int,
         except OSError as exc:
             raise ConfigError(f"cannot write to {args.out}: {exc.strerror}") from exc
     if args.json:
-        for rec in records:
-            print(_json(rec))
+        _print_lines(_json(rec) for rec in records)
     elif args.out is None:
-        for rec in records:
-            when = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec.time_ns // 10**9))
-                    if rec.time_ns else "-")
-            ecc = (f" ecc:{rec.ecc_corrected}/{rec.ecc_bad_blocks}"
-                   if ecc_size else "")
-            print(f"{rec.name}\t{rec.kind.value}\t{when}\t{len(rec.payload)}{ecc}")
+        _print_lines(_summary(rec, ecc_size) for rec in records)
     sys.stdout.flush()
     if not records:
         _note("no records in the region")
         return _EXIT_MISSING
     return _EXIT_PARTIAL if problems else _EXIT_OK
+
+
+def _summary(rec: Record, ecc_size: int) -> str:
+    """One summary line: name, type, UTC time, payload bytes, ECC counts."""
+    when = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec.time_ns // 10**9))
+            if rec.time_ns else "-")
+    ecc = f" ecc:{rec.ecc_corrected}/{rec.ecc_bad_blocks}" if ecc_size else ""
+    return f"{rec.name}\t{rec.kind.value}\t{when}\t{len(rec.payload)}{ecc}"
+
+
+def _print_lines(lines: Iterable[str], per_write: int = 256) -> None:
+    """Write lines to stdout a few hundred at a time (one write each, even
+    when stdout is unbuffered)."""
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == per_write:
+            sys.stdout.write("\n".join(batch) + "\n")
+            batch = []
+    if batch:
+        sys.stdout.write("\n".join(batch) + "\n")
