@@ -231,6 +231,9 @@ class Drill:
             mem_address)`` after the crash and before the stage-2 boot, to
             change the memory the next kernel finds (fault injection).
         timeout: seconds allowed for the whole drill.
+        each_boot: shell run on every crashing boot before ``stage1`` (on
+            the first) and the trigger; ``$boot`` is the boot's number, so
+            per-boot setup (a recorder to start again) goes here.
     """
 
     kernel: Kernel
@@ -246,6 +249,7 @@ class Drill:
     monitor_reset_on: str | None = None
     between_boots: Callable[[Path, int], None] | None = None
     timeout: float = 300.0
+    each_boot: str = ""
 
     @property
     def crashes(self) -> tuple[str | None, ...]:
@@ -384,7 +388,7 @@ class Lab:
             varlib = 'echo "memconsole-lab: project under /var/lib: no tmpfs there"'
         cases = []
         for n, action in enumerate(drill.crashes, start=1):
-            setup = drill.stage1 if n == 1 else ""
+            setup = drill.each_boot + (drill.stage1 if n == 1 else "")
             cases.append(f"""    {n})
         echo "memconsole-lab: stage 1 (crash {n}: {action or 'custom'}) on $(uname -r)"
 {setup}
