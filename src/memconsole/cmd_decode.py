@@ -30,7 +30,6 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -242,18 +241,6 @@ def _write(out: Path, rec: Record) -> None:
     os.replace(tmp, out / rec.name)
 
 
-def _write_all(out: Path, records: tuple[Record, ...]) -> None:
-    """Write every record; file system calls release the GIL, so a few
-    threads overlap them.  The first error is raised once all have run."""
-    if len(records) < 16:
-        for rec in records:
-            _write(out, rec)
-        return
-    with ThreadPoolExecutor(min(4, (os.cpu_count() or 1) * 2)) as pool:
-        for _ in pool.map(lambda rec: _write(out, rec), records):
-            pass
-
-
 def run(args: argparse.Namespace) -> int:
     """Handler of ``memconsole decode``; returns the exit code."""
     keep, mv, base = _open(args.image, args.offset, args.mem_size)
@@ -324,7 +311,8 @@ def _emit(args: argparse.Namespace, records: tuple[Record, ...], ecc_size: int,
     if args.out is not None:
         try:
             args.out.mkdir(parents=True, exist_ok=True)
-            _write_all(args.out, records)
+            for rec in records:
+                _write(args.out, rec)
         except OSError as exc:
             raise ConfigError(f"cannot write to {args.out}: {exc.strerror}") from exc
     if args.json:
