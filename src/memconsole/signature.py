@@ -22,7 +22,9 @@ short text built only from names:
   versions; a different kind or culprit gives a different signature.
 
 A report without any usable frame (a bare panic line, a truncated report)
-falls back to its headline with every number replaced by ``N``.
+falls back to its headline with every number replaced by ``N``, plus the
+work function of its ``Workqueue:`` line if it has one; two different bugs
+whose reports were both cut before any frame can share such a signature.
 """
 
 from __future__ import annotations
@@ -139,6 +141,9 @@ def basis(report: Report) -> str:
     if kind == "panic" or not functions:
         what = report.panic_reason if kind == "panic" and report.panic_reason else report.headline
         parts.append(_NUMBER.sub("N", what).strip())
+    if not functions and report.workqueue:
+        # "events crashy_work_fn [crashy]": the work function is stable, the pool is not.
+        parts.append("work " + report.workqueue.split(" ", 1)[-1])
     return "|".join(parts)
 
 

@@ -127,7 +127,7 @@ class SymbolTable:
         sym = self._sorted[i][1]
         size = sym.span or sym.size
         off = address - sym.value
-        if size and off >= size:
+        if not size or off >= size:  # past the last symbol or its end: not this function
             return None
         return sym, off, size
 
