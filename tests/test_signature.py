@@ -97,8 +97,8 @@ def test_offsets_kaslr_and_unreliable_frames_do_not_matter() -> None:
     shifted = dataclasses.replace(
         report,
         rip=dataclasses.replace(report.rip, offset=1, size=2) if report.rip else None,
-        call_trace=tuple(dataclasses.replace(f, offset=7, size=9) for f in report.call_trace)
-        + (Frame("random_stale_frame", 1, 2, None, False, "TASK"),),
+        call_trace=(*(dataclasses.replace(f, offset=7, size=9) for f in report.call_trace),
+                    Frame("random_stale_frame", 1, 2, None, False, "TASK")),
         kernel_offset=0x1000000, pid=1, time=99.0)
     assert shifted.signature == report.signature
 

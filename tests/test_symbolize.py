@@ -20,8 +20,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import kernel_for, require
 
+from conftest import kernel_for, require
 from memconsole import oops, symbolize
 from memconsole.errors import ConfigError, LabError, ParseError
 
@@ -145,7 +145,7 @@ def test_cli_symbols(built: tuple[str, Path], capsys: pytest.CaptureFixture[str]
     assert main(["oops", str(FIXTURES / "lab" / version / "null" / "pstore"),
                  "--symbols", str(ko)]) == 0
     out = capsys.readouterr().out
-    assert f"crashy_null (" in out and f"crashy.c:{_line_of('crashy_sink = *ptr;')}" in out
+    assert "crashy_null (" in out and f"crashy.c:{_line_of('crashy_sink = *ptr;')}" in out
 
 
 # --------------------------------------------------------------------------
