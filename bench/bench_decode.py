@@ -1,22 +1,25 @@
 """Benchmark ``memconsole decode`` on a large ECC-protected ramoops region.
 
-    PYTHONPATH=src python3 bench/bench_decode.py [--size 64M] [--ecc 16] [--record-size 16K]
+    PYTHONPATH=src python3 bench/bench_decode.py [--size 64M] [--ecc 16]
+        [--record-size 16K] [--repeat 3] [--reedsolo-blocks 3000]
 
 Builds a region of --size bytes whose every dmesg zone is full (a compressed
 record of real 6.12 panic text from tests/fixtures/ramoops, padded to the
 zone capacity, RS parity written as the kernel writes it), then times, in one
-run on the same file:
+run on the same file, each row --repeat times (best and median):
 
 1. ``cat IMAGE > /dev/null`` (page cache warm): the I/O floor;
 2. ``memconsole decode IMAGE`` as a subprocess (geometry given, every block
    checked, every record decompressed; a summary line per record), then the
-   same with ``--out DIR`` (every record written), then ramoops.decode()
-   in this process (no interpreter start-up);
-3. the same decode with numpy hidden (pure-Python ECC check), on a slice;
+   same with ``--out DIR`` (every record written to a temporary directory),
+   then ramoops.decode() in this process (no interpreter start-up);
+3. the CLI with numpy hidden (standard-library ECC check) on a smaller region;
 4. the pure-Python ``reedsolo`` package checking the same 144-byte codewords
    (``RSCodec.check``), timed on a sample of blocks and reported as MB/s of
    region data.
 
+The load average before and after is printed with the table: the machine
+this runs on is shared, and the numbers move with it.
 Prints a Markdown table for docs/benchmarks.md.
 """
 
@@ -100,6 +103,12 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - t
 
 
+def _stats(times: list[float]) -> tuple[float, float]:
+    """(best, median) of repeated timings."""
+    ordered = sorted(times)
+    return ordered[0], ordered[len(ordered) // 2]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=_size, default=64 << 20)
@@ -107,34 +116,42 @@ def main() -> int:
     ap.add_argument("--record-size", type=_size, default=16 << 10)
     ap.add_argument("--reedsolo-blocks", type=int, default=3000)
     ap.add_argument("--pure-python-size", type=_size, default=8 << 20)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per row (best and median)")
     args = ap.parse_args()
     mib = args.size / 2**20
+    load_before = os.getloadavg()
     print(f"building a {mib:.0f} MiB region, ecc {args.ecc}, record_size "
           f"{args.record_size} ...", file=sys.stderr)
     region, geom = build(args.size, args.ecc, args.record_size)
-    rows: list[tuple[str, float, float]] = []
+    rows: list[tuple[str, float, float, int]] = []  # what, best s, median s, bytes
+    reps = range(max(args.repeat, 1))
     with tempfile.TemporaryDirectory() as tmp:
         image = Path(tmp) / "region.img"
         image.write_bytes(region)
         subprocess.run(["cat", str(image)], stdout=subprocess.DEVNULL, check=True)  # warm
-        t = min(timed(["sh", "-c", f"cat {image} > /dev/null"]) for _ in range(3))
-        rows.append(("cat IMAGE > /dev/null", t, args.size / t))
+        rows.append(("cat IMAGE > /dev/null",
+                     *_stats([timed(["sh", "-c", f"cat {image} > /dev/null"]) for _ in reps]),
+                     args.size))
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
         opts = ["--mem-size", str(args.size), "--record-size", str(args.record_size),
                 "--ecc", str(args.ecc), "--zone-order", "6.2", "--ftrace-cpus", "1"]
         cmd = [sys.executable, "-m", "memconsole", "decode", str(image), *opts]
         flavour = "numpy" if _rs_batch.have_numpy() else "no numpy"
-        t = min(timed(cmd, env) for _ in range(2))
-        rows.append((f"memconsole decode IMAGE ({flavour}; summary to stdout)", t,
-                     args.size / t))
-        t = min(timed([*cmd, "--out", str(Path(tmp) / f"out{i}")], env) for i in range(2))
-        rows.append((f"memconsole decode IMAGE --out DIR ({flavour})", t, args.size / t))
+        rows.append((f"memconsole decode IMAGE ({flavour}; summary to stdout)",
+                     *_stats([timed(cmd, env) for _ in reps]), args.size))
+        outs = [Path(tmp) / f"out{i}" for i in reps]
+        times = [timed([*cmd, "--out", str(out)], env) for out in outs]
+        n_files = len(list(outs[0].iterdir()))
+        rows.append((f"memconsole decode IMAGE --out DIR ({flavour}; {n_files} files)",
+                     *_stats(times), args.size))
         from memconsole.ramoops import decode
-        t = time.perf_counter()
-        n = len(decode(region, geom).records)
-        t = time.perf_counter() - t
-        rows.append((f"ramoops.decode() in process ({n} records)", t, args.size / t))
-        # Pure-Python ECC check on a slice (numpy hidden from the child).
+        times = []
+        for _ in reps:
+            t = time.perf_counter()
+            n = len(decode(region, geom).records)
+            times.append(time.perf_counter() - t)
+        rows.append((f"ramoops.decode() in process ({n} records)", *_stats(times), args.size))
+        # Standard-library ECC check on a smaller region (numpy hidden from the child).
         small = min(args.pure_python_size, args.size)
         sregion, _ = build(small, args.ecc, args.record_size)
         simage = Path(tmp) / "small.img"
@@ -145,9 +162,9 @@ def main() -> int:
         env2 = dict(os.environ, PYTHONPATH=f"{hide}:{ROOT / 'src'}")
         sopts = ["--mem-size", str(small), "--record-size", str(args.record_size),
                  "--ecc", str(args.ecc), "--zone-order", "6.2", "--ftrace-cpus", "1"]
-        t = timed([sys.executable, "-m", "memconsole", "decode", str(simage), *sopts,
-                   "--out", str(Path(tmp) / "outpy")], env2)
-        rows.append((f"memconsole decode --out, pure Python ({small >> 20} MiB)", t, small / t))
+        scmd = [sys.executable, "-m", "memconsole", "decode", str(simage), *sopts]
+        rows.append((f"memconsole decode IMAGE, no numpy ({small >> 20} MiB region)",
+                     *_stats([timed(scmd, env2) for _ in reps]), small))
     try:
         import reedsolo
     except ImportError:
@@ -169,19 +186,26 @@ def main() -> int:
             assert rsc.check(w)[0]
         t = time.perf_counter() - t
         rate = len(words) * 128 / t
+        secs = args.size / rate
         rows.append((f"reedsolo RSCodec.check ({len(words)} blocks, extrapolated)",
-                     args.size / rate, rate))
+                     secs, secs, args.size))
+    load_after = os.getloadavg()
     print(f"\n{mib:.0f} MiB region, ecc {args.ecc} (every 128-byte block checked), "
           f"record_size {args.record_size}, Python {sys.version.split()[0]}, "
-          f"numpy {'yes' if _rs_batch.have_numpy() else 'no'}\n")
-    print("| what | seconds | MB/s |")
-    print("|---|---:|---:|")
-    for what, secs, rate in rows:
-        print(f"| {what} | {secs:.2f} | {rate / 1e6:.1f} |")
+          f"numpy {'yes' if _rs_batch.have_numpy() else 'no'}, {os.cpu_count()} CPUs, "
+          f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
+          f"best and median of {len(reps)} runs\n")
+    print("| what | best s | MB/s | median s | MB/s |")
+    print("|---|---:|---:|---:|---:|")
+    for what, best, median, size in rows:
+        print(f"| {what} | {best:.2f} | {size / best / 1e6:.1f} | {median:.2f} | "
+              f"{size / median / 1e6:.1f} |")
     rs_rows = [r for r in rows if r[0].startswith("reedsolo")]
     if rs_rows:
-        for what, _, rate in rows[1:4]:
-            print(f"\n{what} vs reedsolo: {rate / rs_rows[0][2]:.0f}x", end="")
+        rs_rate = rs_rows[0][3] / rs_rows[0][1]
+        for what, best, median, size in rows[1:4]:
+            print(f"\n{what} vs reedsolo: {size / best / rs_rate:.0f}x best, "
+                  f"{size / median / rs_rate:.0f}x median", end="")
         print()
     return 0
 
