@@ -287,8 +287,8 @@ def _run(args: argparse.Namespace, mv: memoryview) -> int:
             geom = geom.with_(ftrace_cpus=args.ftrace_cpus)
     region = mv[offset:offset + geom.mem_size]
     if geom.ecc_size and not _rs_batch.have_numpy() and geom.mem_size > _PROGRESS_MIN:
-        _note("numpy is not installed: checking ECC in pure Python, which is slow for "
-              "large regions (pip install 'memconsole[fast]')")
+        _note("numpy is not installed: checking ECC with the standard library, several "
+              "times slower on large regions (pip install 'memconsole[fast]')")
     decoded = ramoops.decode(region, geom, scan=args.scan, progress=_progress("decoding"))
     del region
     statuses = [z.status for z in decoded.zones]
