@@ -583,3 +583,86 @@ def test_linear_time(kind: str) -> None:
     # 4x input: allow generous noise, but a quadratic parser would take ~16x.
     assert t_large < 8 * t_small + 0.05, (t_small, t_large)
     assert t_large < 30, t_large
+
+
+# --------------------------------------------------------------------------
+# Fields beyond the headline, on the lab records and real reports
+# --------------------------------------------------------------------------
+
+_LAB_ACTIONS = sorted(_LAB)
+
+
+@pytest.mark.parametrize("version", ["6.1", "6.12"])
+@pytest.mark.parametrize("action", _LAB_ACTIONS)
+def test_lab_header_fields(version: str, action: str) -> None:
+    dumps = sorted((LAB / version / action / "pstore").glob("dmesg-*"))
+    report = oops.primary_report(dumps[-1].read_bytes())
+    assert report is not None
+    assert report.kernel_release is not None and report.kernel_release.startswith(version + ".")
+    assert report.kernel_build is not None and report.kernel_build.startswith("#1 ")
+    assert report.hardware is not None and report.hardware.startswith("QEMU Standard PC")
+    # 6.11+ print "CPU: N UID: N PID:"; 6.1 does not.  A hung task's CPU line is
+    # khungtaskd's, not the blocked task's: its UID is not taken.
+    if report.kind is not Kind.HUNG_TASK:
+        assert report.uid == (0 if version == "6.12" else None)
+    if action == "sysrq":
+        assert (report.tainted, report.taint_flags) == ("", ())
+    else:
+        assert report.taint_flags[:2] == ("OOT_MODULE", "UNSIGNED_MODULE")
+    if report.kind not in (Kind.HUNG_TASK, Kind.PANIC):  # panic() prints no module list
+        assert ("crashy", "OE+") in report.module_flags  # "+": still loading
+    assert report.kernel_offset is not None  # printed after the panic
+    assert report.line > 1
+    text = dumps[-1].read_bytes()
+    assert text.count(b"\n", 0, report.start) + 1 == report.line
+    if report.kind in (Kind.NULL_POINTER, Kind.PAGE_FAULT):
+        assert report.fault_info[0].startswith("#PF: supervisor ")
+        assert report.error_code == (3 if action == "rodata" else 0)
+        assert report.fault_address is not None
+    if report.kind is Kind.GENERAL_PROTECTION:
+        assert report.fault_address == 0xDEAD000000000100
+    if report.rip is not None:
+        assert dict(report.registers)["RSP"].startswith("0018:")
+        assert report.code is not None
+    if report.kind is Kind.SOFT_LOCKUP:
+        assert report.duration == 3.0 and report.cpu == 0
+    if report.kind is Kind.HUNG_TASK:
+        assert report.duration == 3.0
+    if action == "workqueue":
+        assert report.workqueue == "events crashy_work_fn [crashy]"
+
+
+def test_arm64_pc_lr_registers_esr() -> None:
+    report = oops.primary_report(_read("reports/oops-6.12-arm64-second-oops-journal.txt"))
+    assert report is not None
+    assert report.lr == oops.Frame("_copy_to_iter", 0xF4, 0x6A8, None, True, "")
+    assert report.error_code == 0x96000005  # "Internal error: Oops: 0000000096000005"
+    regs = dict(report.registers)
+    assert regs["sp"] == "ffffc00084d4bb60" and regs["x29"] == "ffffc00084d4bb60"
+    assert regs["pstate"] == "80400009"
+    assert report.uid == 0 and report.taint_flags == ("DIE",)
+    report = oops.primary_report(_read("reports/page-fault-4.4-arm64-rock64.txt"))
+    assert report is not None and report.lr is not None
+    assert report.lr.function == "vma_adjust"  # "LR is at vma_adjust+0x214/0x510"
+
+
+def test_kasan_access_and_verbose_taint() -> None:
+    report = oops.primary_report(_read("reports/kasan-6.19-x86_64-beegfs-verbose-taint.txt"))
+    assert report is not None
+    assert report.access == "Read of size 4 at addr ff110001148d0034 by task venom-agent/1101"
+    assert report.fault_address == 0xFF110001148D0034
+    assert report.taint_flags == ("DIE", "OOT_MODULE")
+    assert report.kernel_build == "#47 PREEMPT(lazy)"
+
+
+def test_taint_names() -> None:
+    from memconsole.taint import TAINT_FLAGS, taint_names
+
+    assert len(TAINT_FLAGS) == 20 and [f.bit for f in TAINT_FLAGS] == list(range(20))
+    assert len({f.letter for f in TAINT_FLAGS}) == 20
+    assert taint_names("POE") == ("PROPRIETARY_MODULE", "OOT_MODULE", "UNSIGNED_MODULE")
+    assert taint_names("JH") == ("FWCTL", "<unknown H>")
+    report = oops.primary_report(_read("reports/list-corruption-4.18-x86_64-rhel-bug.txt"))
+    assert report is not None
+    assert report.taint_flags == ("WARN", "FIRMWARE_WORKAROUND", "OOT_MODULE", "UNSIGNED_MODULE")
+    assert report.workqueue == "events _cas_rpool_pre_alloc_do [cas_cache]"

@@ -467,13 +467,14 @@ class LineParser:
 
         mk = _p.marker(body)
         hung = self.hung
+        head_idx = idx
         if mk is None and hung is not None and idx == hung[0] + 1:
             t = _p.HUNG_TAIL.match(body)
             if t:
                 groups = {"comm": hung[3] + b"\n" + t.group("comm"), "pid": t.group("pid"),
                           "secs": t.group("secs")}
                 mk = _p.Marker("hung-task", "hung task", groups)
-                s, line = hung[1], _p.Line(body, hung[2], line.caller)
+                s, line, head_idx = hung[1], _p.Line(body, hung[2], line.caller), hung[0]
         self.hung = None
         if mk is None:
             h = _p.HUNG_HEAD.match(body.lstrip())
@@ -493,6 +494,8 @@ class LineParser:
                 return
             self._close()
             b = self._start(mk, idx, s, e, line)
+            if b.start == s:
+                b.start_idx = head_idx
             d = _p.die_header(body)
             if d is not None:
                 b.oops_count = d.number
