@@ -110,7 +110,7 @@ def _np_tables(codec: Codec) -> Any:
     """``(128, 256)`` array of ``8 * words`` -byte opaque items: ``T[j][v]``
     as the parity bytes in order, zero-padded to whole 64-bit words.  One
     ``take`` per position then moves all the words of an entry at once."""
-    np = _np
+    np = _numpy()
     e = codec.nroots
     width = (e + 7) // 8 * 8
     raw = np.zeros((BLOCK_SIZE, 256, width), dtype=np.uint8)
@@ -121,7 +121,7 @@ def _np_tables(codec: Codec) -> Any:
 
 
 def _mismatch_np(codec: Codec, data: bytes, par: bytes, n: int) -> list[int]:
-    np = _np
+    np = _numpy()
     e = codec.nroots
     tables = _np_tables(codec)
     width = tables.dtype.itemsize
