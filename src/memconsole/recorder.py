@@ -37,12 +37,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from memconsole._ringfmt import (
     FLAG_CONT,
     FLAG_DICT,
-    FLAG_TRUNCATED,
     PRI_UNKNOWN,
     SEQ_UNKNOWN,
     RecordType,
@@ -68,12 +67,19 @@ __all__ = [
 
 #: Records read before they are appended and flushed as one batch.
 BATCH = 4096
-#: Longest line kept whole from a stream; longer ones are cut (flagged).
+#: Longest line kept in one record from a stream; a longer one is split
+#: into records, each but the last flagged ``FLAG_CONT``.
 MAX_LINE = 16 * 1024
 #: A /dev/kmsg record is at most CONSOLE_EXT_LOG_MAX (8 KiB) in 6.x.
 _KMSG_READ = 16 * 1024
 _STREAM_READ = 64 * 1024
 _ESCAPE_RE = re.compile(rb"\\x([0-9a-fA-F]{2})")
+# One line of a kmsg-format stream: a record (pri, seq, usec, flags, text;
+# fields after the flags ignored, as the ABI asks), a continuation line, or
+# anything else.
+_KMSG_LINE_RE = re.compile(
+    rb"^(?:(\d{1,10}),(\d{1,20}),(\d{1,20}),([^;,\n]{0,64})(?:,[^;\n]{0,200})?;([^\n]*)"
+    rb"|( [^\n]*)|([^\n]*))\n", re.MULTILINE)
 _Item = tuple[bytes, int, int, int, int, int]
 
 
@@ -263,7 +269,7 @@ class LineParser:
     def __init__(self, fmt: str = "auto") -> None:
         self.fmt = fmt
         self._tail = b""
-        self._pending: KmsgRecord | None = None
+        self._pending: list[Any] | None = None  # pri, seq, usec, flags, text, dict lines
 
     def feed(self, chunk: bytes, batch: _Batch, seqs: _SeqTracker | None, offset: int,
              final: bool = False) -> None:
@@ -271,54 +277,80 @@ class LineParser:
         *batch*.  A kmsg record is held back only while its continuation
         lines may still follow within the same chunk."""
         data = self._tail + chunk
-        lines = data.split(b"\n")
-        self._tail = lines.pop()
-        if len(self._tail) > MAX_LINE:
-            lines.append(self._tail[:MAX_LINE])
-            self._tail = b""
-            cut = True
-        else:
-            cut = False
-        if final and self._tail:
-            lines.append(self._tail)
-            self._tail = b""
-        if self.fmt == "auto" and lines:
-            self.fmt = "kmsg" if parse_kmsg(lines[0]) is not None else "text"
+        cut = data.rfind(b"\n") + 1
+        body, tail = data[:cut], data[cut:]
+        pieces = []
+        while len(tail) > MAX_LINE:
+            # Bounded memory: a line longer than MAX_LINE goes out in pieces,
+            # each but the last flagged as a fragment.
+            pieces.append(tail[:MAX_LINE])
+            tail = tail[MAX_LINE:]
+        if final and tail:
+            body, tail = body + tail + b"\n", b""
+        self._tail = tail
+        if self.fmt == "auto" and body:
+            first = body[:body.find(b"\n")]
+            self.fmt = "kmsg" if parse_kmsg(first) is not None else "text"
         if self.fmt == "kmsg":
-            self._kmsg_lines(lines, batch, seqs, offset)
-        else:
+            self._kmsg_lines(body, batch, seqs, offset)
+        elif body:
             add = batch.add_text
-            for line in lines[:-1] if cut else lines:
+            for line in body[:-1].split(b"\n"):
                 add(line)
-            if cut:
-                add(lines[-1], FLAG_TRUNCATED)
+        if pieces:
+            self.flush(batch, seqs, offset)
+            for piece in pieces:
+                batch.add_text(piece, FLAG_CONT)
         if final or not self._tail:
             self.flush(batch, seqs, offset)
 
-    def _kmsg_lines(self, lines: list[bytes], batch: _Batch, seqs: _SeqTracker | None,
+    def _kmsg_lines(self, body: bytes, batch: _Batch, seqs: _SeqTracker | None,
                     offset: int) -> None:
-        pending, dict_lines = self._pending, []
-        for line in lines:
-            if line.startswith(b" "):
+        """The hot path of ``record --source FILE``: one regex pass over the
+        complete lines, no per-line objects but the record's own tuple."""
+        pending = self._pending
+        emit = self._emit
+        for pri, seq, usec, flags, text, cont, other in _KMSG_LINE_RE.findall(body):
+            if pri:
                 if pending is not None:
-                    dict_lines.append(line[1:])
-                continue
-            if pending is not None:
-                if dict_lines:
-                    pending = pending._replace(dictionary=b"\n".join(dict_lines))
-                    dict_lines = []
-                batch.add_kmsg(pending, offset, seqs)
-            pending = parse_kmsg(line)
-            if pending is None and line:
-                batch.add_text(line)
-        if pending is not None and dict_lines:
-            pending = pending._replace(dictionary=b"\n".join(dict_lines))
+                    emit(pending, batch, seqs, offset)
+                pending = [pri, seq, usec, flags, text, None]
+            elif cont:
+                if pending is not None:
+                    if pending[5] is None:
+                        pending[5] = []
+                    pending[5].append(cont[1:])
+            elif other:
+                if pending is not None:
+                    emit(pending, batch, seqs, offset)
+                    pending = None
+                batch.add_text(other)
         self._pending = pending
+
+    @staticmethod
+    def _emit(p: list[Any], batch: _Batch, seqs: _SeqTracker | None, offset: int) -> None:
+        seq = int(p[1])
+        if seqs is not None:
+            if seq < seqs.next:
+                return
+            if seq > seqs.next:
+                missing = seq - seqs.next
+                seqs.lost += missing
+                batch.gaps.append((len(batch.items), missing, seqs.next, int(p[2]) * 1000))
+            seqs.next = seq + 1
+        text = p[4]
+        if b"\\x" in text:
+            text = unescape(text)
+        flags = FLAG_CONT if p[3][:1] in (b"c", b"+") else 0
+        if p[5]:
+            text, flags = text + b"\0" + b"\n".join(p[5]), flags | FLAG_DICT
+        mono = int(p[2]) * 1000
+        batch.items.append((text, int(p[0]), flags, seq, mono, offset + mono))
 
     def flush(self, batch: _Batch, seqs: _SeqTracker | None, offset: int) -> None:
         """Emit a held-back kmsg record."""
         if self._pending is not None:
-            batch.add_kmsg(self._pending, offset, seqs)
+            self._emit(self._pending, batch, seqs, offset)
             self._pending = None
 
 

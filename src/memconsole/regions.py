@@ -15,7 +15,8 @@ A ring spec (``--ring SPEC``) is either a path or ``mem:ADDR:SIZE``:
   O_SYNC, so the mapping is uncached and a store reaches RAM in program
   order).  The range must be page-aligned and lie inside ``/proc/iomem``
   entries named ``reserved`` (what ``memmap=nn$ss`` makes) that no driver
-  has claimed a part of; anything else, System RAM above all, is refused
+  has claimed a part of, and must not overlap a loaded ramoops (which does
+  not claim its range); anything else, System RAM above all, is refused
   before /dev/mem is opened.
 
 The /proc/iomem and /proc/cmdline parsers are pure; the rest is I/O.
@@ -49,6 +50,7 @@ __all__ = [
     "parse_iomem",
     "parse_size",
     "parse_spec",
+    "ramoops_range",
 ]
 
 #: Size of a ring file created without ``--ring-size``.
@@ -57,6 +59,7 @@ _PAGE = mmap.PAGESIZE
 _IOMEM = Path("/proc/iomem")
 _CMDLINE = Path("/proc/cmdline")
 _LOCK_DIR = Path("/run/memconsole")
+_RAMOOPS_PARAMS = Path("/sys/module/ramoops/parameters")
 _SIZE_RE = re.compile(r"^(0[xX][0-9a-fA-F]+|\d+)([KkMmGgTt]?)(?:i?B)?$")
 _IOMEM_RE = re.compile(rb"^( *)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$")
 _MEMMAP_RE = re.compile(r"^(0[xX][0-9a-fA-F]+|\d+)([KkMmGgTtPpEe]?)\$(0[xX][0-9a-fA-F]+|\d+)"
@@ -328,11 +331,16 @@ def _open_path(spec: RegionSpec, write: bool, create_size: int | None) -> Region
     created = False
     flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_CLOEXEC
     try:
-        if write and stat.S_ISBLK(os.stat(path).st_mode):
-            # O_EXCL on a block device fails with EBUSY while it is mounted
-            # or claimed (block/bdev.c), and keeps it from being mounted
-            # while the ring is open: never write under a filesystem.
-            flags |= os.O_EXCL
+        st = os.stat(path)
+        if stat.S_ISBLK(st.st_mode):
+            if not _is_pmem(st):
+                raise RegionError(f"{spec.text}: a block device, but not a pmem device "
+                                  "(nd_pmem); refusing to put a ring on it")
+            if write:
+                # O_EXCL on a block device fails with EBUSY while it is
+                # mounted or claimed (block/bdev.c), and keeps it from being
+                # mounted while the ring is open: never write under a filesystem.
+                flags |= os.O_EXCL
         fd = os.open(path, flags)
     except FileNotFoundError:
         if not write:
@@ -375,9 +383,6 @@ def _path_region(spec: RegionSpec, fd: int, write: bool, created: bool,
                             f"not {create_size}",)
     elif stat.S_ISBLK(st.st_mode):
         kind = "pmem"
-        if not _is_pmem(st):
-            raise RegionError(f"{spec.text}: a block device, but not a pmem device "
-                              "(nd_pmem); refusing to put a ring on it")
         size = os.lseek(fd, 0, os.SEEK_END)
         if write and create_size is not None:
             # A ring in the first create_size bytes of the device (its header
@@ -427,9 +432,34 @@ def _mem_lock(spec: RegionSpec, devmem_fd: int) -> int | None:
     return fd
 
 
+def ramoops_range(params: dict[str, bytes]) -> tuple[int, int] | None:
+    """``(start, size)`` of a loaded ramoops from its module parameters
+    (``mem_address``, ``mem_size`` as /sys/module/ramoops/parameters shows
+    them), or None."""
+    try:
+        start, size = int(params["mem_address"], 0), int(params["mem_size"], 0)
+    except (KeyError, ValueError):
+        return None
+    return (start, size) if size > 0 else None
+
+
+def _ramoops_params() -> dict[str, bytes]:
+    out = {}
+    for name in ("mem_address", "mem_size"):
+        with contextlib.suppress(OSError):
+            out[name] = (_RAMOOPS_PARAMS / name).read_bytes().strip()
+    return out
+
+
 def _open_mem(spec: RegionSpec, write: bool) -> Region:
     assert spec.address is not None and spec.size is not None
     check_mem_range(parse_iomem(_read_proc(_IOMEM)), spec.address, spec.size)
+    # ramoops maps its range without claiming it in /proc/iomem (the vmap
+    # path of fs/pstore/ram_core.c): ask its module parameters.
+    theirs = ramoops_range(_ramoops_params())
+    if theirs and theirs[0] < spec.address + spec.size and spec.address < sum(theirs):
+        raise RegionError(f"{spec.text}: overlaps the range ramoops uses "
+                          f"({theirs[0]:#x}+{theirs[1]:#x})")
     warnings: tuple[str, ...] = ()
     with contextlib.suppress(RegionError):
         ranges = memmap_ranges(_read_proc(_CMDLINE))

@@ -23,6 +23,7 @@ callers through the logging lock.
 from __future__ import annotations
 
 import os
+import struct
 import time
 import uuid
 import zlib
@@ -67,6 +68,9 @@ __all__ = [
 
 _BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 _ZERO4 = b"\0\0\0\0"
+# A record's first 8 bytes with the magic still zero, and alignment padding.
+_HEAD = struct.Struct("<4xI")
+_PADS = tuple(b"\0" * k for k in range(8))
 
 
 def current_boot_id() -> bytes:
@@ -474,6 +478,12 @@ class Ring:
         mv[pos + 4:pos + size] = crc.to_bytes(4, "little") + tail + body
         mv[pos:pos + 4] = REC_MAGIC
         self._seq = seq
+        if source_seq is not None:
+            top = source_seq
+            if rtype == RecordType.GAP and len(text) >= 8:
+                top += int.from_bytes(text[:8], "little") - 1
+            if top > self._source_seq.get(self.boot, -1):
+                self._source_seq[self.boot] = top
         return seq
 
     def append_batch(self, items: Sequence[tuple[bytes, int, int, int, int, int]]) -> int:
@@ -487,17 +497,20 @@ class Ring:
         order; the ordering argument of :meth:`append` holds per record.
         """
         pack, crc32, nonce, boot = REC_TAIL.pack, zlib.crc32, self._nonce, self.boot
-        mv, log, room_max = self._mv, RecordType.LOG, self._max - REC_HEADER_SIZE
+        log, room_max = RecordType.LOG, self._max - REC_HEADER_SIZE
+        head, pads = _HEAD.pack, _PADS
         seq = self._seq
         i, n_items = 0, len(items)
         while i < n_items:
             parts: list[bytes] = []
+            add = parts.append
             starts: list[int] = []
+            mark = starts.append
             start = self._pos
             used = 0
             room = self._size - start
-            while i < n_items:
-                text, pri, flags, src, mono, wall = items[i]
+            for k in range(i, n_items):
+                text, pri, flags, src, mono, wall = items[k]
                 if len(text) > room_max:
                     text, flags = text[:room_max], flags | FLAG_TRUNCATED
                 size = REC_HEADER_SIZE + len(text)
@@ -506,23 +519,15 @@ class Ring:
                     break
                 seq += 1
                 tail = pack(size, pri, log, flags, seq, boot, src, mono, wall)
-                starts.append(used)
-                parts += (_ZERO4, crc32(text, crc32(tail, nonce)).to_bytes(4, "little"),
-                          tail, text, b"\0" * (n - size))
+                # magic left zero here; stored below once the batch is in place
+                add(head(crc32(text, crc32(tail, nonce))) + tail + text + pads[n - size])
+                mark(used)
                 used += n
-                i += 1
-            if not starts:
-                # The next record does not fit before the end of the data
-                # area (it always fits at 0: records are at most a quarter).
-                self._place(self._size - start + 1)
-                self._pos = 0
-                continue
-            self._pos = start + used
-            mv[start:start + 4] = _ZERO4
-            mv[start + 4:start + used] = b"".join(parts)[4:]
-            for off in starts:
-                mv[start + off:start + off + 4] = REC_MAGIC
-            self._seq = seq
+                i = k + 1
+            self._commit(start, used, parts, starts, seq)
+        top = max((it[3] for it in items if it[3] != SEQ_UNKNOWN), default=-1)
+        if top > self._source_seq.get(self.boot, -1):
+            self._source_seq[self.boot] = top
         return seq
 
     def append_gap(self, count: int, first_source_seq: int | None, *,
@@ -563,12 +568,54 @@ class Ring:
             yield from boot.records
 
     def extend(self, texts: Iterable[bytes], *, pri: int | None = None) -> int:
-        """Append every text of *texts* with one timestamp (taken once);
-        return the last sequence number.  The fast path for bulk logging."""
+        """Append every text of *texts* with one timestamp (taken once) and
+        one priority; return the last sequence number.  The fast path for
+        bulk logging: :meth:`append_batch` without per-record fields."""
+        items = texts if isinstance(texts, (list, tuple)) else list(texts)
         now, mono = time.time_ns(), time.monotonic_ns()
         p = PRI_UNKNOWN if pri is None else pri
-        room = self._max - REC_HEADER_SIZE
-        batch = [(t if len(t) <= room else t[:room], p,
-                  0 if len(t) <= room else FLAG_TRUNCATED, SEQ_UNKNOWN, mono, now)
-                 for t in texts]
-        return self.append_batch(batch)
+        pack, crc32, nonce, boot = REC_TAIL.pack, zlib.crc32, self._nonce, self.boot
+        log, room_max, head, pads = RecordType.LOG, self._max - REC_HEADER_SIZE, _HEAD.pack, _PADS
+        seq = self._seq
+        i, n_items = 0, len(items)
+        while i < n_items:
+            parts: list[bytes] = []
+            add = parts.append
+            starts: list[int] = []
+            mark = starts.append
+            start, used = self._pos, 0
+            room = self._size - start
+            for k in range(i, n_items):
+                text, flags = items[k], 0
+                if len(text) > room_max:
+                    text, flags = text[:room_max], FLAG_TRUNCATED
+                size = REC_HEADER_SIZE + len(text)
+                n = (size + 7) & ~7
+                if used + n > room:
+                    break
+                seq += 1
+                tail = pack(size, p, log, flags, seq, boot, SEQ_UNKNOWN, mono, now)
+                add(head(crc32(text, crc32(tail, nonce))) + tail + text + pads[n - size])
+                mark(used)
+                used += n
+                i = k + 1
+            self._commit(start, used, parts, starts, seq)
+        return seq
+
+    def _commit(self, start: int, used: int, parts: list[bytes], starts: list[int],
+                seq: int) -> None:
+        """Write one segment of a batch (records with zero magics, then the
+        magics in order), or wrap when not even one record fitted."""
+        if not starts:
+            # The next record does not fit before the end of the data area
+            # (it always fits at 0: records are at most a quarter of it).
+            self._place(self._size - start + 1)
+            self._pos = 0
+            return
+        mv = self._mv
+        self._pos = start + used
+        mv[start:start + 4] = _ZERO4
+        mv[start + 4:start + used] = memoryview(b"".join(parts))[4:]
+        for off in starts:
+            mv[start + off:start + off + 4] = REC_MAGIC
+        self._seq = seq
