@@ -144,11 +144,13 @@ def test_ring_survives_reset_lockup_and_panic(lab, tmp_path, release: str) -> No
     assert [c["ring_boot"] for c in ring_rows] == pmem_ids
     events = [json.loads(x) for x in out("list.json").splitlines()]
     assert [e["kind"] for e in events] == ["unknown", "unknown", "panic"], events
-    for e, n in zip(events[:2], (1, 2)):
+    for e, n in zip(events[:2], (1, 2), strict=True):
         assert e["headline"].startswith("hang or reset: console ended at "), e
         assert e["sources"] == ["ring"] and e["records"] == ["console-ring"]
         assert e["ring"]["boot"] == pmem_ids[n - 1]
     assert 'with "memconsole-lab: last words of boot 1"' in events[0]["headline"]
+    # The lockup boot's headline names the report its console ended with.
+    assert "last kernel report: soft lockup on CPU#" in events[1]["headline"], events[1]
     panic = events[2]
     assert panic["panic_reason"] == "sysrq triggered crash"
     assert panic["sources"] == ["pstore", "ring"], panic

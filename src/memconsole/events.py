@@ -63,6 +63,9 @@ class RingLog:
         text: the console as text, one line per record, gaps marked.
         archive_boot: the archive boot directory it is stored in, or None
             when it was read from a ring directly.
+        last_report: what the last kernel crash report in the console says
+            (``soft lockup on CPU#1 for 6s in f [mod], task insmod (pid 209)``),
+            or None.
     """
 
     ring_boot: str
@@ -76,6 +79,7 @@ class RingLog:
     stopped: bool
     text: bytes
     archive_boot: str | None = None
+    last_report: str | None = None
 
     def ended(self) -> str:
         """``console ended at 05:13:11 UTC (uptime 9.4 s) with "..."``."""
@@ -92,7 +96,8 @@ class RingLog:
         return {"boot": self.ring_boot, "name": self.name, "first": _iso(self.first_ns),
                 "last": _iso(self.last_ns), "records": self.records, "missing": self.missing,
                 "stopped": self.stopped,
-                "last_line": self.last_line.decode("utf-8", "backslashreplace")}
+                "last_line": self.last_line.decode("utf-8", "backslashreplace"),
+                "last_report": self.last_report}
 
 
 @dataclass(frozen=True)
@@ -195,7 +200,9 @@ class CrashEvent:
         if self.report is not None:
             return self.report.headline
         if self.ring_only and self.ring is not None:
-            return f"hang or reset: {self.ring.ended()}"
+            report = f"; last kernel report: {self.ring.last_report}" \
+                if self.ring.last_report else ""
+            return f"hang or reset: {self.ring.ended()}{report}"
         reasons = "+".join(d.reason or "record" for d in self.dumps) or "console log only"
         return f"{reasons} with no recognisable crash report"
 
@@ -204,7 +211,7 @@ class CrashEvent:
         panic: NULL pointer dereference in f [mod], task insmod (pid 86)."."""
         what = "a kernel panic" if self.panicked else "a kernel oops"
         if self.ring_only and self.ring is not None:
-            return f"Boot {self.boot} ended in a hang or reset: {self.ring.ended()}."
+            return f"Boot {self.boot} ended in a {self.headline}."
         if not self.dumps:
             what = "an unexplained stop"
         if self.report is None:

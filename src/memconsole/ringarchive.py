@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
+from memconsole import oops
 from memconsole._ringfmt import DATA_OFFSET, FLAG_TRUNCATED, parse_header
 from memconsole.archive import Archive, _write_durably, sha256
 from memconsole.errors import ArchiveError
@@ -152,8 +153,11 @@ def ring_log(boot: RingBoot, name: str = RING_NAME,
     log = boot.last_log
     line = log.text.split(b"\n", 1)[0] if log else b""
     up = next((r.mono_ns for r in reversed(boot.records) if r.mono_ns is not None), None)
+    text = render_entries(boot.entries)
+    report = oops.primary_report(text)
     return RingLog(boot.id, name, first, last, up, line, len(boot.records), boot.missing,
-                   boot.stopped, render_entries(boot.entries), archive_boot)
+                   boot.stopped, text, archive_boot,
+                   oops.describe(report) if report is not None else None)
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,7 @@ class ArchivedRing:
         stopped: the recorder had stopped cleanly.
         sha256: hash of the console text file.
         collected_ns: when it was archived.
+        last_report: the last kernel crash report in it, in one sentence.
     """
 
     ring_boot: str
@@ -186,6 +191,7 @@ class ArchivedRing:
     stopped: bool
     sha256: str
     collected_ns: int
+    last_report: str | None = None
 
 
 def _index(archive: Archive, boot: str) -> list[ArchivedRing]:
@@ -220,7 +226,7 @@ def load_ring_logs(archive: Archive) -> list[RingLog]:
             raise ArchiveError(f"{path}: {exc.strerror}") from exc
         out.append(RingLog(entry.ring_boot, entry.name, entry.first_ns, entry.last_ns,
                            entry.last_uptime_ns, entry.last_line.encode(), entry.records,
-                           entry.missing, entry.stopped, text, boot))
+                           entry.missing, entry.stopped, text, boot, entry.last_report))
     return out
 
 
@@ -251,7 +257,8 @@ def store_ring_boot(archive: Archive, boot_dir: str, boot: RingBoot, source: str
         entry = ArchivedRing(boot.id, name, source, log.first_ns, log.last_ns,
                              log.last_uptime_ns,
                              log.last_line.decode("utf-8", "backslashreplace"), log.records,
-                             log.missing, log.stopped, sha256(log.text), time.time_ns())
+                             log.missing, log.stopped, sha256(log.text), time.time_ns(),
+                             log.last_report)
         _write_durably(bdir / RING_INDEX, json.dumps(
             [asdict(e) for e in [*entries, entry]], indent=1).encode() + b"\n")
     except OSError as exc:
