@@ -113,7 +113,7 @@ def test_progress_only_on_a_tty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(cmd_oops, "_PROGRESS_MIN", 0)
     tty = _TTY()
     monkeypatch.setattr(sys, "stderr", tty)
-    monkeypatch.setattr(cmd_oops.time, "monotonic", iter(range(0, 10**6, 1)).__next__)
+    monkeypatch.setattr(cmd_oops.time, "monotonic", iter(range(100, 10**6)).__next__)
     assert main(["oops", "--json", str(log)]) == 0
     assert "\rmemconsole oops: " in tty.getvalue() and "MiB (" in tty.getvalue()
     capsys.readouterr()

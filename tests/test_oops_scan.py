@@ -149,3 +149,18 @@ def test_scan_time_linear(kind: str) -> None:
     small = large[: len(large) // 4]
     t_small, t_large = _best(_fast, small), _best(_fast, large)
     assert t_large < 8 * t_small + 0.05, (t_small, t_large)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("chunk", [1, 333, 65536])
+def test_scan_file_same_as_every_line(tmp_path: Path, workers: int, chunk: int) -> None:
+    # The needle search split in chunks (and processes), the parse in this one.
+    text = b"".join(p.read_bytes() for p in PATHS[::3]) + b"no newline at the end: BUG: x"
+    path = tmp_path / "kern.log"
+    path.write_bytes(text)
+    seen: list[int] = []
+    got = list(_logscan.scan_file(str(path), seen.append, workers=workers, chunk=chunk))
+    assert got == _full(text)
+    assert seen[-1] == len(text) and seen == sorted(seen)
+    path.write_bytes(b"")
+    assert list(_logscan.scan_file(str(path))) == []

@@ -26,6 +26,10 @@ block by block, so a log of any size (gzip-compressed too, via the caller's
 
 from __future__ import annotations
 
+import concurrent.futures
+import mmap
+import multiprocessing
+import os
 import re
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
@@ -34,7 +38,8 @@ from memconsole import _oops_patterns as _p
 from memconsole._oops_builder import PENDING_LINES, LineParser, _Builder
 from memconsole._oops_model import Report
 
-__all__ = ["BLOCK", "find_hits", "parse_all_lines", "parse_builders", "scan_stream"]
+__all__ = ["BLOCK", "CHUNK", "PARALLEL_MIN", "chunk_hits", "find_hits", "parse_all_lines",
+           "parse_builders", "scan_file", "scan_stream"]
 
 #: Bytes read per block.
 BLOCK = 1 << 20
@@ -43,53 +48,60 @@ BLOCK = 1 << 20
 _MAX_CARRY = 64 << 20
 
 
-def _anchor_table() -> list[tuple[bytes, tuple[tuple[bytes, int], ...], re.Pattern[bytes]]]:
-    """Group the needles by anchor byte; build each anchor's fallback regex."""
-    by_anchor: dict[bytes, list[tuple[bytes, int]]] = {}
-    for needle, anchor, off in _p.NEEDLES:
-        assert needle[off:off + 1] == anchor
-        by_anchor.setdefault(anchor, []).append((needle, off))
-    table = []
-    for anchor, checks in by_anchor.items():
-        alts = []
-        for needle, off in checks:
-            before, after = needle[:off + 1], needle[off + 1:]
-            alts.append((b"(?<=" + re.escape(before) + b")" if off else b"") + re.escape(after))
-        pattern = re.compile(re.escape(anchor) + b"(?:" + b"|".join(alts) + b")")
-        table.append((anchor, tuple(checks), pattern))
-    return table
+def _hit_pattern() -> tuple[bytes, re.Pattern[bytes]]:
+    """The translation table and regular expression :func:`find_hits` uses.
+
+    Each needle's anchor byte (:data:`memconsole._oops_patterns.NEEDLES`) is
+    translated to ``\x01``; the expression starts with that one literal byte
+    (which the ``re`` engine scans for in C) and checks the rest of each
+    translated needle around it, with a look-behind for what precedes the
+    anchor.  A ``\x01`` already in the text only adds candidates.
+    """
+    anchors = {anchor for needle, anchor, _ in _p.NEEDLES if needle != _DIE}
+    table = bytes(1 if bytes([i]) in anchors else i for i in range(256))
+    alts = []
+    for needle, _, _ in _p.NEEDLES:
+        if needle == _DIE:
+            continue
+        t = needle.translate(table)
+        k = t.index(b"\x01")
+        alts.append((b"(?<=" + re.escape(t[:k + 1]) + b")" if k else b"") + re.escape(t[k + 1:]))
+    return table, re.compile(b"\x01(?:" + b"|".join(alts) + b")")
 
 
-_ANCHORS = _anchor_table()
-# After this many occurrences of an anchor byte, if they came denser than one
-# per _DENSE bytes, the regex scans the rest of the block.
-_PROBE = 128
-_DENSE = 1024
+# "[#": "#" is rare in logs: found with memchr (as "\x01" it would match "[" before
+# any anchor byte, "[UFW BLOCK]", "[Firmware Bug]").
+_DIE = b"[#"
+_TABLE, _HITS = _hit_pattern()
+# Blocks are translated this many bytes at a time (cache-sized copies).
+_SLICE = 1 << 18
 
 
 def find_hits(buf: bytes, lo: int = 0, hi: int | None = None) -> list[int]:
-    """Positions in ``buf[lo:hi]`` inside needle occurrences, sorted (at least one
-    per occurrence; several may fall on one line)."""
+    """Positions in ``buf[lo:hi]`` inside needle occurrences, sorted (one or more
+    per occurrence, always on the occurrence's line)."""
     if hi is None:
         hi = len(buf)
     out: list[int] = []
-    find = buf.find
-    startswith = buf.startswith
-    for anchor, checks, pattern in _ANCHORS:
-        i = find(anchor, lo, hi)
-        n = 0
-        first = i
-        while i >= 0:
-            for needle, off in checks:
-                if i >= off and startswith(needle, i - off):
-                    out.append(i)
-                    break
-            n += 1
-            if n == _PROBE and i - first < _PROBE * _DENSE:
-                out.extend(m.start() for m in pattern.finditer(buf, i + 1, hi))
-                break
-            i = find(anchor, i + 1, hi)
-    out.sort()
+    pos = lo
+    while pos < hi:
+        # Slices overlap by the longest needle so that none is cut at an edge.
+        base = max(lo, pos - 16)
+        stop = min(hi, pos + _SLICE)
+        view = buf[base:stop].translate(_TABLE)
+        for m in _HITS.finditer(view):
+            at = base + m.start()
+            if at >= pos or not out or out[-1] < at:
+                out.append(at)
+        pos = stop
+    i = buf.find(b"#", lo + 1, hi)
+    dies = []
+    while i >= 0:
+        if buf[i - 1] == 0x5B:  # "["
+            dies.append(i)
+        i = buf.find(b"#", i + 1, hi)
+    if dies:
+        out = sorted(out + dies)
     return out
 
 
@@ -203,3 +215,121 @@ def scan_stream(stream: BinaryIO, progress: Callable[[int], None] | None = None,
             break
     for b in feeder.parser.finish():
         yield b.report()
+
+
+# --------------------------------------------------------------------------
+# Regular files: the needle search split over processes
+# --------------------------------------------------------------------------
+
+#: Files smaller than this are scanned in one process.
+PARALLEL_MIN = 64 << 20
+#: Bytes per task of the needle search.
+CHUNK = 16 << 20
+
+
+def chunk_hits(path: str, lo: int, hi: int) -> tuple[list[int], list[int], int]:
+    """Needle lines in bytes ``[lo, hi)`` of the file *path* (a task; runs in a worker).
+
+    Returns the hit positions (absolute), the number of newlines between
+    *lo* and each hit, and the number of newlines in the whole range.
+    """
+    with open(path, "rb") as f:
+        f.seek(lo)
+        data = f.read(hi - lo)
+    hits = find_hits(data)
+    before: list[int] = []
+    pos = lines = 0
+    for h in hits:
+        lines += data.count(b"\n", pos, h)
+        pos = h
+        before.append(lines)
+    return [lo + h for h in hits], before, lines + data.count(b"\n", pos)
+
+
+class _MapFeeder:
+    """Feeds a :class:`LineParser` from a mapped file, given needle hits whose
+    line numbers are known (the same choice of lines as :class:`_Feeder`)."""
+
+    def __init__(self, mm: mmap.mmap, size: int) -> None:
+        self.mm, self.size = mm, size
+        self.parser = LineParser()
+        self.pos = 0
+        self.idx = 0
+
+    def _line(self) -> None:
+        mm, pos = self.mm, self.pos
+        nl = mm.find(b"\n", pos, self.size)
+        stop = self.size if nl < 0 else nl
+        self.parser.feed(self.idx, pos, stop, mm[pos:min(stop, pos + _p.MAX_LINE)])
+        self.idx += 1
+        self.pos = self.size if nl < 0 else nl + 1
+
+    def busy(self) -> None:
+        """Feed lines while the parser may take them."""
+        while self.pos < self.size and self.parser.busy(self.idx):
+            self._line()
+
+    def hit(self, h: int, line: int) -> None:
+        """Feed the line holding position *h* (line number *line*) and what goes with it."""
+        if h < self.pos:
+            return
+        self.busy()
+        if h < self.pos:
+            return
+        mm = self.mm
+        back = mm.rfind(b"\n", self.pos, h) + 1 or self.pos
+        k = 0
+        for _ in range(PENDING_LINES):
+            if back <= self.pos:
+                break
+            back = mm.rfind(b"\n", self.pos, back - 1) + 1 or self.pos
+            k += 1
+        self.idx, self.pos = line - k, back
+        while self.pos < self.size and self.pos <= h:
+            self._line()
+        self.busy()
+
+
+def scan_file(path: str, progress: Callable[[int], None] | None = None,
+              workers: int | None = None, chunk: int = CHUNK) -> Iterator[Report]:
+    """Yield every report in the regular file *path*, in order: the needle
+    search runs in *workers* processes (default: the CPUs this process may
+    use, at most 4; files under :data:`PARALLEL_MIN` use one), the parser in
+    this one.  Same results as :func:`scan_stream`."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            bounds = [0]
+            while bounds[-1] < size:
+                nl = mm.find(b"\n", min(bounds[-1] + chunk, size))
+                bounds.append(size if nl < 0 else nl + 1)
+            if workers is None:
+                workers = min(4, len(os.sched_getaffinity(0))) if size >= PARALLEL_MIN else 1
+            los, his = bounds[:-1], bounds[1:]
+            feeder = _MapFeeder(mm, size)
+            pool = None
+            if workers > 1 and len(los) > 1:
+                pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+                results: Iterator[tuple[list[int], list[int], int]] = pool.map(
+                    chunk_hits, [path] * len(los), los, his)
+            else:
+                results = map(chunk_hits, [path] * len(los), los, his)
+            try:
+                lines = 0
+                for hi, (hits, before, count) in zip(his, results, strict=True):
+                    for h, b in zip(hits, before, strict=True):
+                        feeder.hit(h, lines + b)
+                    lines += count
+                    for r in feeder.parser.take():
+                        yield r.report()
+                    if progress is not None:
+                        progress(hi)
+                feeder.busy()
+            finally:
+                if pool is not None:
+                    pool.shutdown(cancel_futures=True)
+            for r in feeder.parser.finish():
+                yield r.report()

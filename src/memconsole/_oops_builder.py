@@ -476,7 +476,7 @@ class LineParser:
                 mk = _p.Marker("hung-task", "hung task", groups)
                 s, line, head_idx = hung[1], _p.Line(body, hung[2], line.caller), hung[0]
         self.hung = None
-        if mk is None:
+        if mk is None and b"INFO: task " in body:
             h = _p.HUNG_HEAD.match(body.lstrip())
             if h:
                 self.hung = (idx, s, line.time, h.group("comm"))
@@ -527,7 +527,7 @@ class LineParser:
             self.cur = b
             return
 
-        if _p.CUT_HERE.match(body) or _p.BANNER.match(body):
+        if body.lstrip()[:1] in (b"-", b"=") and (_p.CUT_HERE.match(body) or _p.BANNER.match(body)):
             self.pending = (idx, s, line.time)
             return
         if cur is not None:

@@ -52,6 +52,11 @@ _REG = re.compile(
     rb"(?:\([0-9a-f]{4}\))?")
 
 
+# The first byte of every line fields() reads (after indentation): a line
+# starting otherwise is skipped at once (most lines of a log).
+_FIRST = frozenset(bytes([c]) for c in b"CPNTMRIEplLsxrifDFGSHWK#")
+
+
 def hex_int(raw: bytes) -> int | None:
     """``0000000000000000``, ``0x1f``, ``(null)`` -> int or ``None``."""
     s = raw.strip().removeprefix(b"0x")
@@ -96,6 +101,8 @@ class FieldsMixin:
 
     def fields(self, body: bytes, before_trace: bool, kind: str) -> bool:
         """Take the field *body* carries; return whether it was one."""
+        if body.lstrip(b" \t")[:1] not in _FIRST and not self.modules_open:
+            return False
         m = _p.CPU_LINE.match(body) or _p.PID_LINE.match(body)
         if m:
             d = m.groupdict()

@@ -59,6 +59,10 @@ _CALLER = re.compile(rb" ?\[ {0,10}([TC]\d{1,10})\]")
 _MONO_HOST = re.compile(rb"(?:[^\s\[]{1,64} )?kernel: ")
 
 
+# Bytes no syslog or journal prefix starts with (its month name or year does not).
+_NOT_SYSLOG = frozenset((b"", b" ", b"\t", b"[", b"<", b"-", b"=", b"#", b"?"))
+
+
 class Line(NamedTuple):
     """One log line with its transport prefixes removed."""
 
@@ -84,18 +88,21 @@ def strip_prefix(raw: bytes) -> Line:
         stripped = line.lstrip(b" \t")
         if (stripped[:1] in (b"[", b"<") and stripped[1:2].isdigit()) or stripped[:2] == b"[ ":
             pos = len(line) - len(stripped)
-    m = _SYSLOG.match(line, pos)
-    if m:
-        pos = m.end()
-    m = _DMESG_T.match(line, pos)
-    if m:
-        pos = m.end()
-    m = _LEVEL.match(line, pos)
-    if m:
-        pos = m.end()
+    if line[pos:pos + 1] not in _NOT_SYSLOG:
+        m = _SYSLOG.match(line, pos)
+        if m:
+            pos = m.end()
+    if line[pos:pos + 1] == b"[":
+        m = _DMESG_T.match(line, pos)
+        if m:
+            pos = m.end()
+    if line[pos:pos + 1] == b"<":
+        m = _LEVEL.match(line, pos)
+        if m:
+            pos = m.end()
     time: float | None = None
     caller: bytes | None = None
-    m = _STAMP.match(line, pos)
+    m = _STAMP.match(line, pos) if line[pos:pos + 1] == b"[" else None
     if m:
         whole, frac = m.group(1), m.group(2)
         time = int(whole) + int(frac) / 10 ** len(frac)
@@ -236,15 +243,17 @@ _MARKERS: tuple[tuple[str, str, re.Pattern[bytes]], ...] = (
 #: headers "general protection fault", "divide error", "invalid opcode" and
 #: "Oops" all end in "[#N]").  A line without any cannot start a report,
 #: which is what lets :mod:`memconsole._logscan` skip such lines of a big
-#: log.  Each needle is listed with the rare byte the scanner looks for and
-#: its position in the needle.
+#: log.  Each needle is listed with the byte the scanner looks for and its
+#: position in the needle: the needle's rarest byte in kernel logs, never the
+#: first letter of a month or weekday that syslog and ``dmesg -T`` prefixes
+#: put on every line (hence "F" for INFO, not "N" of "Nov").
 NEEDLES: tuple[tuple[bytes, bytes, int], ...] = (
     (b"BUG", b"U", 1),
     (b"Unable to handle", b"U", 0),
     (b"UBSAN", b"U", 0),
     (b"LOCKUP", b"U", 4),
-    (b"WARNING", b"N", 3),
-    (b"INFO", b"N", 1),
+    (b"WARNING", b"W", 0),
+    (b"INFO", b"F", 2),
     (b"Kernel panic", b"K", 0),
     (b"Kernel stack", b"K", 0),
     (b"oom-killer", b"-", 3),

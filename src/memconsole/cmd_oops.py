@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import gzip
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -81,13 +82,26 @@ class _Progress:
 
 def _scan_file(path: Path) -> Iterator[Report]:
     with path.open("rb") as raw:
-        total = os.fstat(raw.fileno()).st_size
+        st = os.fstat(raw.fileno())
         magic = raw.read(2)
         raw.seek(0)
+        if magic != b"\x1f\x8b" and stat.S_ISREG(st.st_mode):
+            done = [0]
+
+            def seen(n: int) -> None:
+                done[0] = n
+                progress(n)
+
+            progress = _Progress(str(path), st.st_size, lambda: done[0])
+            try:
+                yield from _logscan.scan_file(str(path), seen)
+            finally:
+                progress.close()
+            return
         stream: BinaryIO = raw
         if magic == b"\x1f\x8b":
             stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
-        progress = _Progress(str(path), total, raw.tell)
+        progress = _Progress(str(path), st.st_size, raw.tell)
         try:
             yield from _logscan.scan_stream(stream, progress)
         finally:
