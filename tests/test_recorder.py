@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 
 from memconsole import recorder as rec_mod
-from memconsole.recorder import KmsgSource, LineParser, _Batch, _SeqTracker, parse_kmsg
+from memconsole._kmsg import MAX_LINE
+from memconsole._kmsg import Batch as _Batch
+from memconsole._kmsg import SeqTracker as _SeqTracker
+from memconsole.recorder import KmsgSource, LineParser, parse_kmsg
 from memconsole.regions import buffer_region
 from memconsole.ring import Gap, RecordType, Ring, parse_ring
 
@@ -79,7 +82,7 @@ def test_line_parser_text_and_long_lines() -> None:
     assert parser.fmt == "text"
     texts = [item[0] for item in batch.items]
     assert texts[0] == b"plain 1,2,3;no"
-    assert len(texts[1]) == rec_mod.MAX_LINE and batch.items[1][2] & 0x01  # FLAG_CONT
+    assert len(texts[1]) == MAX_LINE and batch.items[1][2] & 0x01  # FLAG_CONT
     assert texts[-1] == b"last without newline"
     assert b"".join(texts[1:-1]) == b"x" + b"y" * 40000 + b"z"
     assert not batch.items[-2][2] & 0x01
