@@ -666,3 +666,21 @@ def test_taint_names() -> None:
     assert report is not None
     assert report.taint_flags == ("WARN", "FIRMWARE_WORKAROUND", "OOT_MODULE", "UNSIGNED_MODULE")
     assert report.workqueue == "events _cas_rpool_pre_alloc_do [cas_cache]"
+
+
+def test_list_message_announces_only_a_report_that_takes_it() -> None:
+    def line(name: str, prefix: bytes) -> bytes:
+        return next(x for x in _read(name).splitlines() if prefix in x)
+
+    listed = line("reports/list-corruption-5.5-x86_64-i915-bug.txt", b"list_del corruption")
+    bug = line("reports/list-corruption-5.5-x86_64-i915-bug.txt", b"kernel BUG at")
+    kasan = line("reports/kasan-6.0-x86_64-no-timestamps.txt", b"BUG: KASAN")
+    text = listed + b"\n" + bug + b"\n"
+    (r,) = oops.parse_reports(text)
+    assert (r.kind, r.start, r.line) == (Kind.LIST_CORRUPTION, 0, 1)
+    # A KASAN report does not take a list message in: it starts at its own line.
+    text = listed + b"\n" + kasan + b"\n"
+    (r,) = oops.parse_reports(text)
+    assert (r.kind, r.start, r.line) == (Kind.KASAN, len(listed) + 1, 2)
+    # Nothing follows the message: no report.
+    assert oops.parse_reports(listed + b"\n" + b"x\n" * 10) == []

@@ -414,12 +414,12 @@ class LineParser:
         b: _Builder | None = None
         pl = self.pending_list
         if pl is not None and idx - pl[0] <= PENDING_LINES and pl[1] >= floor:
-            if pl[1] < begin:
-                begin, begin_idx, time = pl[1], pl[0], pl[2]
-            b = _Builder(pl[3].kind, pl[3].name, idx, begin, e, time, begin_idx)
-            b.apply(pl[3])
-            if not b.absorb(mk, idx):
-                b = None
+            # The list message announces this report if the report can take it in.
+            lb = _Builder(pl[3].kind, pl[3].name, idx, *((pl[1], e, pl[2], pl[0]) if pl[1] < begin
+                                                          else (begin, e, time, begin_idx)))
+            lb.apply(pl[3])
+            if lb.absorb(mk, idx):
+                b = lb
         if b is None:
             b = _Builder(mk.kind, mk.name, idx, begin, e, time, begin_idx)
             b.apply(mk)
