@@ -192,7 +192,7 @@ class _Builder(_f.FieldsMixin):
             self.trace = 1  # arm unwind_backtrace() output without a header
         s = body
         marked = False
-        for _ in range(4):
+        for _ in range(4 if b"<" in body[:40] else 0):
             m = _p.CONTEXT_MARK.match(s)
             if not m:
                 break
@@ -207,7 +207,7 @@ class _Builder(_f.FieldsMixin):
             s = s[m.end():]
         if marked and not s.strip():
             return True
-        arm = _p.ARM_FROM.match(s)
+        arm = _p.ARM_FROM.match(s) if b"[<" in s[:12] else None
         raw = (_p.RawFrame(arm.group("func"), None, None, arm.group("mod"), True, False)
                if arm else _p.parse_frame(s, bare=True))
         if raw is not None:

@@ -465,7 +465,7 @@ def parse_frame(text: bytes, *, bare: bool = False) -> RawFrame | None:
     trace is a frame but elsewhere could be anything.
     """
     s = text.strip(b" \t")
-    m = _ADDR.match(s)
+    m = _ADDR.match(s) if s[:2] == b"[<" else None
     while m:  # 3.x prints "[<addr>]  [<addr>] sym" on RIP lines
         s = s[m.end():]
         m = _ADDR.match(s)
@@ -474,7 +474,7 @@ def parse_frame(text: bytes, *, bare: bool = False) -> RawFrame | None:
         reliable = False
         s = s[2:].lstrip(b" ")
     old_mod: bytes | None = None
-    m = _OLD_MODPREFIX.match(s)
+    m = _OLD_MODPREFIX.match(s) if s[:1] == b":" else None
     if m:
         old_mod = m.group("mod")
         s = s[m.end():]
