@@ -379,8 +379,8 @@ class LineParser:
         self.pending: tuple[int, int, float | None] | None = None
         # A list corruption message: (idx, start, time, marker).
         self.pending_list: tuple[int, int, float | None, _p.Marker] | None = None
-        # "INFO: task <comm" whose comm held a newline: (idx, start, time, comm part).
-        self.hung: tuple[int, int, float | None, bytes] | None = None
+        # "INFO: task <comm" whose comm held a newline: (idx, start, stamp, comm part).
+        self.hung: tuple[int, int, tuple[bytes, bytes] | None, bytes] | None = None
         # End offset of the last finished report: the next one starts at or after it.
         self.floor = 0
 
@@ -479,7 +479,7 @@ class LineParser:
         if mk is None and b"INFO: task " in body:
             h = _p.HUNG_HEAD.match(body.lstrip())
             if h:
-                self.hung = (idx, s, line.time, h.group("comm"))
+                self.hung = (idx, s, line.stamp, h.group("comm"))
         if mk is not None:
             if cur is not None and cur.absorb(mk, idx):
                 cur.touch(idx, e)

@@ -68,10 +68,18 @@ class Line(NamedTuple):
 
     body: bytes
     """The kernel's own text (its indentation kept)."""
-    time: float | None
-    """Seconds since boot from the printk time stamp, if there was one."""
+    stamp: tuple[bytes, bytes] | None
+    """The printk time stamp's seconds and fraction digits, if there was one."""
     caller: bytes | None = None
     """The printk caller id (``T86``, ``C0``) when CONFIG_PRINTK_CALLER printed one."""
+
+    @property
+    def time(self) -> float | None:
+        """Seconds since boot (converted on demand: most lines never need it)."""
+        if self.stamp is None:
+            return None
+        whole, frac = self.stamp
+        return int(whole) + int(frac) / float(10 ** len(frac))
 
 
 def strip_prefix(raw: bytes) -> Line:
@@ -92,7 +100,7 @@ def strip_prefix(raw: bytes) -> Line:
         m = _SYSLOG.match(line, pos)
         if m:
             pos = m.end()
-    if line[pos:pos + 1] == b"[":
+    if line[pos:pos + 1] == b"[" and line[pos + 1:pos + 2].isalpha():
         m = _DMESG_T.match(line, pos)
         if m:
             pos = m.end()
@@ -100,23 +108,24 @@ def strip_prefix(raw: bytes) -> Line:
         m = _LEVEL.match(line, pos)
         if m:
             pos = m.end()
-    time: float | None = None
+    stamp: tuple[bytes, bytes] | None = None
     caller: bytes | None = None
     m = _STAMP.match(line, pos) if line[pos:pos + 1] == b"[" else None
     if m:
-        whole, frac = m.group(1), m.group(2)
-        time = int(whole) + int(frac) / 10 ** len(frac)
+        stamp = (m.group(1), m.group(2))
         pos = m.end()
-        m = _CALLER.match(line, pos)
-        if m:
-            caller = m.group(1)
-            pos = m.end()
+        if line[pos:pos + 2] in (b"[ ", b" [") or line[pos:pos + 1] == b"[":
+            m = _CALLER.match(line, pos)
+            if m:
+                caller = m.group(1)
+                pos = m.end()
         if line[pos : pos + 1] == b" ":
             pos += 1
-        m = _MONO_HOST.match(line, pos)
-        if m:
-            pos = m.end()
-    return Line(line[pos:].rstrip(b"\r"), time, caller)
+        if line.find(b"kernel: ", pos, pos + 74) >= 0:  # "host kernel: " (short-monotonic)
+            m = _MONO_HOST.match(line, pos)
+            if m:
+                pos = m.end()
+    return Line(line[pos:].rstrip(b"\r"), stamp, caller)
 
 
 # --------------------------------------------------------------------------
