@@ -26,7 +26,9 @@ block by block, so a log of any size (gzip-compressed too, via the caller's
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import itertools
 import mmap
 import multiprocessing
 import os
@@ -236,14 +238,16 @@ def chunk_hits(path: str, lo: int, hi: int) -> tuple[list[int], list[int], int]:
     with open(path, "rb") as f:
         f.seek(lo)
         data = f.read(hi - lo)
-    hits = find_hits(data)
+    out: list[int] = []
     before: list[int] = []
     pos = lines = 0
-    for h in hits:
+    for h in find_hits(data):
         lines += data.count(b"\n", pos, h)
         pos = h
-        before.append(lines)
-    return [lo + h for h in hits], before, lines + data.count(b"\n", pos)
+        if not before or before[-1] != lines:  # one hit per line is enough
+            out.append(lo + h)
+            before.append(lines)
+    return out, before, lines + data.count(b"\n", pos)
 
 
 class _MapFeeder:
@@ -290,6 +294,27 @@ class _MapFeeder:
         self.busy()
 
 
+def _in_order(pool: concurrent.futures.ProcessPoolExecutor | None, path: str,
+              spans: list[tuple[int, int]], ahead: int
+              ) -> Iterator[tuple[int, tuple[list[int], list[int], int]]]:
+    """``(end, chunk_hits(...))`` per span, in order, at most *ahead* in flight
+    (a slow parser must not let results pile up in memory)."""
+    if pool is None:
+        for lo, hi in spans:
+            yield hi, chunk_hits(path, lo, hi)
+        return
+    queue: collections.deque[tuple[int, concurrent.futures.Future[
+        tuple[list[int], list[int], int]]]] = collections.deque()
+    todo = iter(spans)
+    for lo, hi in itertools.islice(todo, ahead):
+        queue.append((hi, pool.submit(chunk_hits, path, lo, hi)))
+    while queue:
+        hi, fut = queue.popleft()
+        for lo2, hi2 in itertools.islice(todo, 1):
+            queue.append((hi2, pool.submit(chunk_hits, path, lo2, hi2)))
+        yield hi, fut.result()
+
+
 def scan_file(path: str, progress: Callable[[int], None] | None = None,
               workers: int | None = None, chunk: int = CHUNK) -> Iterator[Report]:
     """Yield every report in the regular file *path*, in order: the needle
@@ -307,19 +332,15 @@ def scan_file(path: str, progress: Callable[[int], None] | None = None,
                 bounds.append(size if nl < 0 else nl + 1)
             if workers is None:
                 workers = min(4, len(os.sched_getaffinity(0))) if size >= PARALLEL_MIN else 1
-            los, his = bounds[:-1], bounds[1:]
+            spans = list(itertools.pairwise(bounds))
             feeder = _MapFeeder(mm, size)
             pool = None
-            if workers > 1 and len(los) > 1:
+            if workers > 1 and len(spans) > 1:
                 pool = concurrent.futures.ProcessPoolExecutor(
                     max_workers=workers, mp_context=multiprocessing.get_context("fork"))
-                results: Iterator[tuple[list[int], list[int], int]] = pool.map(
-                    chunk_hits, [path] * len(los), los, his)
-            else:
-                results = map(chunk_hits, [path] * len(los), los, his)
             try:
                 lines = 0
-                for hi, (hits, before, count) in zip(his, results, strict=True):
+                for hi, (hits, before, count) in _in_order(pool, path, spans, 2 * workers):
                     for h, b in zip(hits, before, strict=True):
                         feeder.hit(h, lines + b)
                     lines += count
