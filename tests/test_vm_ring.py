@@ -7,7 +7,9 @@ each warm reset, as DRAM does):
    ``echo b > /proc/sysrq-trigger``: an immediate reset, no panic, no dump;
 2. the same, then a soft lockup without softlockup_panic; once the ring
    holds the lockup report the host resets the guest from the QEMU monitor;
-3. the same, then a panic (sysrq c), which ramoops also dumps;
+3. the same, then 4000 kernel messages while the /dev/mem recorder is
+   stopped (SIGSTOP), so it meets a real /dev/kmsg overrun; then a panic
+   (sysrq c), which ramoops also dumps;
 4. stage 2: ``show --ring`` on both rings, ``collect --ring``, ``list``,
    ``show``.
 
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import sys
 
 import pytest
 
@@ -34,11 +38,14 @@ PMEM = "/dev/pmem0"
 CMDLINE = ("memmap=1M$0x7200000", "memmap=128M!0x8000000")
 LOCKUP_SEEN = "memconsole-lab: ring holds the lockup"
 
+PY = shlex.quote(sys.executable)  # the lab runs the host's interpreter in the guest
+
 EACH_BOOT = rf"""
     ls -A /sys/fs/pstore > "$OUT/pstore.$boot.ls" 2>&1
     modprobe -a nd_e820 nd_pmem 2> "$OUT/modprobe.$boot.err"
-    mc record --ring {MEM} > "$OUT/rec-mem.$boot.log" 2>&1 &
-    mc record --ring {PMEM} --ring-size 1M > "$OUT/rec-pmem.$boot.log" 2>&1 &
+    {PY} -m memconsole record --ring {MEM} > "$OUT/rec-mem.$boot.log" 2>&1 &
+    echo $! > "$OUT/rec-mem.$boot.pid"
+    {PY} -m memconsole record --ring {PMEM} --ring-size 1M > "$OUT/rec-pmem.$boot.log" 2>&1 &
     n=0
     until grep -q "recording /dev/kmsg" "$OUT/rec-mem.$boot.log" &&
           grep -q "recording /dev/kmsg" "$OUT/rec-pmem.$boot.log"; do
@@ -47,6 +54,21 @@ EACH_BOOT = rf"""
     echo "memconsole-lab: last words of boot $boot" > /dev/kmsg
     sleep 2
     dmesg > "$OUT/dmesg.$boot.txt"
+    if [ $boot = 3 ]; then
+        # A real /dev/kmsg overrun: stop the mem: recorder, write far more
+        # than the kernel's log buffer holds (level 7: not on the console),
+        # let it go on.
+        echo on > /proc/sys/kernel/printk_devkmsg
+        kill -STOP $(cat "$OUT/rec-mem.$boot.pid")
+        i=0
+        while [ $i -lt 4000 ]; do
+            echo "<7>memconsole-lab: flood $i ........................................" > /dev/kmsg
+            i=$((i + 1))
+        done
+        kill -CONT $(cat "$OUT/rec-mem.$boot.pid")
+        echo "memconsole-lab: flood done" > /dev/kmsg
+        sleep 3
+    fi
     if [ $boot = 2 ]; then
         (
             n=0
@@ -59,17 +81,20 @@ EACH_BOOT = rf"""
     fi
 """
 
+# Two at a time (the guest has two CPUs; each command is mostly Python start-up).
 STAGE2 = rf"""
     ls -A /sys/fs/pstore > "$OUT/pstore.$boot.ls" 2>&1
     modprobe -a nd_e820 nd_pmem
-    mc show --ring {MEM} --boot all > "$OUT/show-mem.txt" 2> "$OUT/show-mem.err"
-    echo $? > "$OUT/show-mem.rc"
+    (mc show --ring {MEM} --boot all > "$OUT/show-mem.txt" 2> "$OUT/show-mem.err"
+     echo $? > "$OUT/show-mem.rc") &
     mc show --ring {PMEM} --boot all --json > "$OUT/show-pmem.jsonl" 2> "$OUT/show-pmem.err"
     echo $? > "$OUT/show-pmem.rc"
+    wait
     mc collect --ring {MEM} --json > "$OUT/collect.json" 2> "$OUT/collect.err"
     echo $? > "$OUT/collect.rc"
-    mc list --json > "$OUT/list.json" 2> "$OUT/list.err"
+    mc list --json > "$OUT/list.json" 2> "$OUT/list.err" &
     mc show > "$OUT/show.txt" 2> "$OUT/show.err"
+    wait
 """
 
 _STAMP = re.compile(r"^\[ *\d+\.\d{6}\] ")
@@ -126,11 +151,26 @@ def test_ring_survives_reset_lockup_and_panic(lab, tmp_path, release: str) -> No
         oracle = _printable_log_lines(out(f"dmesg.{n}.txt"))
         assert oracle and "] Linux version " in oracle[0], "dmesg lost the boot's start"
         _assert_in_order(oracle, lines, f"boot {n} in {MEM}")
-        texts = [o["text"] for o in pmem if o["boot"] == pmem_ids[n - 1] and "text" in o]
+        texts = [o["text"].split("\n")[0] for o in pmem
+                 if o["boot"] == pmem_ids[n - 1] and "text" in o]
         _assert_in_order([_STAMP.sub("", ln) for ln in oracle], texts, f"boot {n} in {PMEM}")
         assert f"memconsole-lab: last words of boot {n}" in "\n".join(lines)
         assert "without a clean stop" in lines[-1], lines[-3:]
-        assert not [ln for ln in lines if ln.startswith("[... ")], "gap in a ring"
+        gaps = [ln for ln in lines if ln.startswith("[... ")]
+        if n < 3:
+            assert not gaps, f"gap in boot {n}: {gaps}"
+    # Boot 3: the stopped recorder saw /dev/kmsg overrun (EPIPE) and says how
+    # many records the kernel overwrote; both rings end with the last message.
+    (gap,) = [ln for ln in mem_boots[2] if ln.startswith("[... ")]
+    lost = int(re.match(r"\[\.\.\. (\d+) records lost by the source \(overrun\)", gap)[1])
+    assert 100 < lost < 4000, gap
+    flood = [ln for ln in mem_boots[2] if "memconsole-lab: flood " in ln]
+    assert "memconsole-lab: flood done" in flood[-1]
+    # The gap is exactly the oldest flood messages, the ones the kernel overwrote.
+    assert flood[0].endswith(f"flood {lost} ........................................"), flood[0]
+    assert len(flood) == 4001 - lost, (len(flood), lost)
+    pmem3 = [o for o in pmem if o["boot"] == pmem_ids[2]]
+    assert any(o.get("text") == "memconsole-lab: flood done" for o in pmem3)
     lockup = "\n".join(mem_boots[1])
     assert re.search(r"watchdog: BUG: soft lockup - CPU#\d+ stuck for \d+s!", lockup)
     lockup_pmem = [o["text"] for o in pmem if o["boot"] == pmem_ids[1] and "text" in o]

@@ -186,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
     if not results:
         where = ", ".join([str(s.path) for s in sources] + ([args.ring] if args.ring else [])
                           ) or "no pstore directory"
-        print(f"memconsole collect: no records to collect ({where})", file=sys.stderr)
+        what = "no pstore records and no ring boots" if args.ring else "no pstore records"
+        print(f"memconsole collect: {what} to collect ({where})", file=sys.stderr)
         return EXIT_DATA_MISSING
     else:
         print(f"memconsole collect: {archived} archived, {duplicates} already archived, "

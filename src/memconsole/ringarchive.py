@@ -98,7 +98,11 @@ def render_entries(entries: Iterable[RingRecord | Gap]) -> bytes:
         if e.type != RecordType.LOG:
             text = b"-- " + (text if e.type in (RecordType.START, RecordType.STOP)
                              else e.type_name.encode() + b": " + text) + b" --"
-        out.append(_stamp(e) + b" " + text)
+        stamp = _stamp(e)
+        if b"\n" in text:
+            # Continuation lines under the text, as dmesg prints them.
+            text = text.replace(b"\n", b"\n" + b" " * (len(stamp) + 1))
+        out.append(stamp + b" " + text)
     return b"\n".join(out) + (b"\n" if out else b"")
 
 
