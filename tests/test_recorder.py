@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from memconsole import recorder as rec_mod
 from memconsole._kmsg import MAX_LINE
@@ -289,3 +291,30 @@ def test_real_dev_kmsg_from_the_first_record(tmp_path: Path) -> None:
     assert all(g.reason == "overrun" for g in gaps)
     if first.seq > 0:
         assert gaps and gaps[0].count == first.seq  # lost before anyone read them
+
+
+# -- properties ------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000), st.lists(st.integers(0, 3000), max_size=6))
+def test_text_stream_round_trips_in_any_chunking(data: bytes, cuts: list[int]) -> None:
+    """Lines of text come out whole whatever the read sizes were."""
+    batch, parser = _Batch(), LineParser("text")
+    points = sorted({min(c, len(data)) for c in cuts})
+    pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    for i, piece in enumerate(pieces):
+        parser.feed(piece, batch, None, 0, final=i == len(pieces) - 1)
+    got = b"\n".join(item[0] for item in batch.items)
+    want = data[:-1] if data.endswith(b"\n") else data
+    assert got == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_never_break_the_kmsg_parsers(data: bytes) -> None:
+    parse_kmsg(data)
+    batch = _Batch()
+    parser = LineParser("kmsg")
+    parser.feed(data, batch, _SeqTracker(None), 0, final=True)
+    assert all(isinstance(item[0], bytes) for item in batch.items)

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import FIXTURES
 from memconsole.errors import RegionError, RingFormatError
@@ -167,3 +169,16 @@ def test_non_pmem_block_device_is_refused() -> None:
         pytest.skip("no block device to try")
     with pytest.raises(RegionError, match="not a pmem device"):
         open_region(disks[0], write=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000), st.integers(0, 2**40), st.integers(1, 2**30))
+def test_arbitrary_iomem_gives_entries_or_a_refusal(text: bytes, start: int, size: int) -> None:
+    entries = parse_iomem(text)
+    try:
+        check_mem_range(entries, start, size)
+    except RegionError:
+        return
+    # Accepted: every byte is under top-level "reserved" entries and nothing nested.
+    assert any(e.name.lower() == "reserved" for e in entries)
+    memmap_ranges(text)
