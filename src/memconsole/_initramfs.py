@@ -136,7 +136,7 @@ for m in $(cat /modules.order); do
     insmod "/lib/lab/$m" || echo "memconsole-lab: insmod $m failed"
 done
 mkdir -p /newroot
-if ! mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=none hostroot /newroot; then
+if ! mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose hostroot /newroot; then
     echo "memconsole-lab: FAILED to mount host root over 9p"; echo o > /proc/sysrq-trigger
 fi
 # Writable places live under /run only: the host's /tmp stays visible (the

@@ -27,14 +27,15 @@ block by block, so a log of any size (gzip-compressed too, via the caller's
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import itertools
 import mmap
-import multiprocessing
 import os
 import re
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:  # imported where used: they cost start-up time
+    import concurrent.futures
 
 from memconsole import _oops_patterns as _p
 from memconsole._oops_builder import PENDING_LINES, LineParser, _Builder
@@ -336,6 +337,9 @@ def scan_file(path: str, progress: Callable[[int], None] | None = None,
             feeder = _MapFeeder(mm, size)
             pool = None
             if workers > 1 and len(spans) > 1:
+                import concurrent.futures
+                import multiprocessing
+
                 pool = concurrent.futures.ProcessPoolExecutor(
                     max_workers=workers, mp_context=multiprocessing.get_context("fork"))
             try:

@@ -49,8 +49,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the full argument parser with every registered command."""
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command named in *argv*, if it is a known one (first non-option)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if f"memconsole.cmd_{arg}" in _COMMAND_MODULES else None
+        if arg == "--":
+            return None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Build the argument parser: with *command*, only that command's module
+    is imported (start-up stays cheap in early boot and under emulation);
+    without, every command is registered (for ``--help``)."""
     parser = _Parser(
         prog="memconsole",
         description="Keep a Linux machine's last words across a crash: collect, "
@@ -62,13 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in _COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        if command is None or name == f"memconsole.cmd_{command}":
+            importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run memconsole with *argv* (default ``sys.argv[1:]``); return the exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
