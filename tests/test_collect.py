@@ -207,3 +207,51 @@ def test_ecc_notice_is_split_off(tmp_path: Path, release: str) -> None:
     assert (rec.ecc_corrected, rec.ecc_bad_blocks) == (0, 0)
     assert not rec.text.endswith(b"ECC: No errors detected\n")
     assert b"Kernel panic - not syncing: crashy: requested panic" in rec.text
+
+
+def test_list_groups_the_same_bug(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same NULL dereference on 6.1 and on 6.12 is one bug seen twice; a BUG()
+    and a panic() are two others."""
+    archive = tmp_path / "a"
+    for i, (release, action) in enumerate([("6.1", "null"), ("6.12", "null"), ("6.1", "bug"),
+                                           ("6.12", "panic")]):
+        lab_fixture(release, action, tmp_path / f"p{i}")
+        assert run(capsys, "collect", "--pstore", str(tmp_path / f"p{i}"),
+                   "--archive", str(archive))[0] == 0
+    args = ("--archive", str(archive), "--pstore", str(tmp_path / "p0"))
+    rc, out, _ = run(capsys, "list", *args, "--json")
+    assert rc == 0
+    events = [json.loads(x) for x in out.splitlines()]
+    # Oldest first: the captures ran 6.1 bug, 6.1 null, 6.12 null, 6.12 panic.
+    assert [(e["kind"], e["occurrence"], e["repeats"]) for e in events] == [
+        ("bug", 1, 1), ("null-pointer", 1, 2), ("null-pointer", 2, 2), ("panic", 1, 1)]
+    assert events[1]["signature"] == events[2]["signature"] != events[0]["signature"]
+    rc, out, _ = run(capsys, "list", *args, "--by-signature", "--json")
+    assert rc == 0
+    groups = [json.loads(x) for x in out.splitlines()]
+    assert [(g["kind"], g["count"], len(g["boots"])) for g in groups] == [
+        ("bug", 1, 1), ("null-pointer", 2, 2), ("panic", 1, 1)]
+    rc, out, _ = run(capsys, "list", *args)
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0].endswith("ended in a kernel panic: crashy: requested panic, task insmod "
+                             f"(pid {events[3]['pid']}), kernel tainted OE.")
+    assert lines[1] == "4 crash events in 4 boots, 3 distinct bugs:"
+    assert sum("(seen 2x)" in line for line in lines) == 2
+
+
+def test_last_boot_sentence(tmp_path: Path) -> None:
+    """A crash shortly before the running boot started ended the last boot."""
+    from memconsole.events import LAST_BOOT_WINDOW_NS, group_boots, group_events
+    from memconsole.pstore import read_pstore_dir
+
+    lab_fixture("6.12", "null", tmp_path / "p")
+    records, _ = read_pstore_dir(tmp_path / "p")
+    (boot,) = group_boots(records)
+    (event,) = group_events(boot.id, boot.records)
+    expected = ("ended in a kernel panic: NULL pointer dereference in crashy_null [crashy], "
+                f"task insmod (pid {event.report.pid}), kernel tainted OE.")
+    assert event.sentence(event.time_ns + 5 * 10**9) == "Last boot " + expected
+    assert event.sentence(event.time_ns + LAST_BOOT_WINDOW_NS + 1) == f"Boot {boot.id} {expected}"
+    assert event.sentence(event.time_ns - 1) == f"Boot {boot.id} {expected}"
+    assert event.sentence(None) == f"Boot {boot.id} {expected}"

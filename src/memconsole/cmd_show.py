@@ -8,6 +8,7 @@ from typing import Any
 
 from memconsole._sources import add_archive_arg, add_pstore_arg, add_ring_arg, all_events
 from memconsole.errors import ConfigError, RingFormatError
+from memconsole.events import current_boot_start_ns
 from memconsole.render import dmesg_text
 from memconsole.ring import RingBoot, RingImage, current_boot_id
 from memconsole.ringarchive import boot_end_line, jsonl, read_ring, render_entries
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_DATA_MISSING
     event = events[-1]
     out = sys.stdout.buffer
-    out.write(event.sentence().encode() + b"\n")
+    out.write(event.sentence(current_boot_start_ns()).encode() + b"\n")
     names = ", ".join([r.name for r in event.records]
                       + ([event.ring.name] if event.ring else []))
     out.write(f"Records: {names}\n\n".encode())

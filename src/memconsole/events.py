@@ -32,13 +32,27 @@ from datetime import datetime, timezone
 from memconsole import oops
 from memconsole.pstore import PstoreRecord
 
-__all__ = ["RING_MATCH_WINDOW_NS", "Boot", "CrashEvent", "Dump", "RingLog", "attach_rings",
-           "boot_id_for", "group_boots", "group_events"]
+__all__ = [
+    "LAST_BOOT_WINDOW_NS",
+    "RING_MATCH_WINDOW_NS",
+    "Boot",
+    "CrashEvent",
+    "Dump",
+    "RingLog",
+    "attach_rings",
+    "boot_id_for",
+    "current_boot_start_ns",
+    "group_boots",
+    "group_events",
+]
 
 # Parts of one dump are written back to back; dumps of one crash (Oops then
 # Panic under panic_on_oops) within a few seconds.
 _PART_WINDOW_NS = 2 * 10**9
 _PANIC_JOIN_WINDOW_NS = 60 * 10**9
+#: A crash this close before the running boot started is what ended the last
+#: boot (panic=N reboots take seconds; a watchdog or a person, minutes).
+LAST_BOOT_WINDOW_NS = 15 * 60 * 10**9
 _OUTCOME_RE = re.compile(r"^kernel (?:panic|oops|crash): ", re.IGNORECASE)
 #: A dump belongs to a ring boot when it was written at most this long after
 #: the boot's last ring record (and before the next boot's first).
@@ -206,19 +220,29 @@ class CrashEvent:
         reasons = "+".join(d.reason or "record" for d in self.dumps) or "console log only"
         return f"{reasons} with no recognisable crash report"
 
-    def sentence(self) -> str:
+    def sentence(self, current_boot_ns: int | None = None) -> str:
         """The line a person reads first, e.g. "Last boot ended in a kernel
-        panic: NULL pointer dereference in f [mod], task insmod (pid 86)."."""
+        panic: NULL pointer dereference in f [mod], task insmod (pid 86).".
+
+        *current_boot_ns* is when the running boot started
+        (:func:`current_boot_start_ns`); an event that ended within
+        :data:`LAST_BOOT_WINDOW_NS` before it ended the last boot, and is
+        called so.  Otherwise the boot is named by its id.
+        """
+        subject = f"Boot {self.boot}"
+        if (current_boot_ns is not None
+                and 0 <= current_boot_ns - self.time_ns <= LAST_BOOT_WINDOW_NS):
+            subject = "Last boot"
         what = "a kernel panic" if self.panicked else "a kernel oops"
         if self.ring_only and self.ring is not None:
-            return f"Boot {self.boot} ended in a {self.headline}."
+            return f"{subject} ended in a {self.headline}."
         if not self.dumps:
             what = "an unexplained stop"
         if self.report is None:
-            return f"Boot {self.boot} ended in {what}: {self.headline}."
+            return f"{subject} ended in {what}: {self.headline}."
         # describe() may name the outcome itself ("kernel panic: ..."): say it once.
         detail = _OUTCOME_RE.sub("", oops.describe(self.report))
-        return f"Boot {self.boot} ended in {what}: {detail}."
+        return f"{subject} ended in {what}: {detail}."
 
     def to_json(self) -> dict[str, object]:
         """The ``memconsole list --json`` object of this event."""
@@ -233,7 +257,8 @@ class CrashEvent:
             "pid": r.pid if r else None,
             "uptime": r.time if r else None,
             "tainted": r.tainted if r else None,
-            "signature": getattr(r, "signature", None) if r else None,
+            "signature": r.signature if r else None,
+            "signature_basis": r.signature_basis if r else None,
             "dumps": [f"{d.reason}#{d.count}" if d.count is not None else d.reason
                       for d in self.dumps],
             "records": [rec.name for rec in self.records]
@@ -255,6 +280,19 @@ class Boot:
 
     id: str
     records: tuple[PstoreRecord, ...]
+
+
+def current_boot_start_ns(stat: str = "/proc/stat") -> int | None:
+    """When the running kernel booted (``btime`` in /proc/stat), ns since the
+    epoch; ``None`` where that cannot be read."""
+    try:
+        with open(stat, "rb") as f:
+            for line in f:
+                if line.startswith(b"btime "):
+                    return int(line.split()[1]) * 10**9
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _iso(ns: int) -> str:
