@@ -25,7 +25,7 @@ from pathlib import Path
 from memconsole.errors import ArchiveError
 from memconsole.pstore import PstoreRecord, decode_record
 
-__all__ = ["DEFAULT_ARCHIVE_DIR", "Archive", "ArchivedRecord", "sha256"]
+__all__ = ["DEFAULT_ARCHIVE_DIR", "Archive", "ArchivedRecord", "sha256", "write_durably"]
 
 #: Where ``collect`` archives by default.
 DEFAULT_ARCHIVE_DIR = Path("/var/lib/memconsole")
@@ -73,7 +73,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_durably(path: Path, data: bytes, mtime_ns: int | None = None) -> None:
+def write_durably(path: Path, data: bytes, mtime_ns: int | None = None) -> None:
     """Write *data* to *path* atomically and durably (tmp, fsync, rename,
     fsync dir).  On failure nothing is left behind and the error propagates."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -159,7 +159,9 @@ class Archive:
 
     # -- writing -----------------------------------------------------------
 
-    def _prepare(self) -> None:
+    def prepare(self) -> None:
+        """Create the archive root and ``boots/`` (mode 0700) if needed, and
+        tighten a root that others could read."""
         try:
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.boots_dir.mkdir(mode=0o700, exist_ok=True)
@@ -176,7 +178,7 @@ class Archive:
         """
         if not _BOOT_RE.match(boot):
             raise ArchiveError(f"invalid boot id {boot!r}")
-        self._prepare()
+        self.prepare()
         bdir = self.boots_dir / boot
         digest = sha256(record.raw)
         try:
@@ -191,13 +193,13 @@ class Archive:
             while name in taken or name == _META:
                 name = f"{record.name}.{n}"
                 n += 1
-            _write_durably(bdir / name, record.raw, record.mtime_ns)
+            write_durably(bdir / name, record.raw, record.mtime_ns)
             entry = ArchivedRecord(boot, name, record.name, digest, record.mtime_ns,
                                    len(record.raw), record.source.rsplit("/", 1)[0],
                                    time.time_ns())
             entries.append(entry)
             try:
-                _write_durably(bdir / _META, json.dumps(
+                write_durably(bdir / _META, json.dumps(
                     [e.__dict__ for e in entries], indent=1).encode() + b"\n")
             except BaseException:
                 # Without an index entry the copy is invisible: remove it so a

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 
 from memconsole import oops
 from memconsole._ringfmt import DATA_OFFSET, FLAG_TRUNCATED, parse_header
-from memconsole.archive import Archive, _write_durably, sha256
+from memconsole.archive import Archive, sha256, write_durably
 from memconsole.errors import ArchiveError
 from memconsole.events import RingLog
 from memconsole.regions import open_region
@@ -243,7 +243,7 @@ def store_ring_boot(archive: Archive, boot_dir: str, boot: RingBoot, source: str
     log = ring_log(boot)
     if log is None:
         raise ArchiveError(f"ring boot {boot.id} has no record with a time")
-    archive._prepare()
+    archive.prepare()
     bdir = archive.boots_dir / boot_dir
     try:
         bdir.mkdir(mode=0o700, exist_ok=True)
@@ -256,14 +256,14 @@ def store_ring_boot(archive: Archive, boot_dir: str, boot: RingBoot, source: str
         while name in taken:
             n += 1
             name = f"{RING_NAME}.{n}"
-        _write_durably(bdir / name, log.text, log.last_ns)
-        _write_durably(bdir / f"{name}.jsonl", "".join(jsonl(boot)).encode(), log.last_ns)
+        write_durably(bdir / name, log.text, log.last_ns)
+        write_durably(bdir / f"{name}.jsonl", "".join(jsonl(boot)).encode(), log.last_ns)
         entry = ArchivedRing(boot.id, name, source, log.first_ns, log.last_ns,
                              log.last_uptime_ns,
                              log.last_line.decode("utf-8", "backslashreplace"), log.records,
                              log.missing, log.stopped, sha256(log.text), time.time_ns(),
                              log.last_report)
-        _write_durably(bdir / RING_INDEX, json.dumps(
+        write_durably(bdir / RING_INDEX, json.dumps(
             [asdict(e) for e in [*entries, entry]], indent=1).encode() + b"\n")
     except OSError as exc:
         raise ArchiveError(f"cannot archive ring boot {boot.id} in {bdir}: "
