@@ -455,7 +455,11 @@ sync
             "-append", cmdline,
             "-display", "none", "-serial", "stdio", "-nic", "none",
             "-monitor", f"unix:{workdir / 'monitor.sock'},server=on,wait=off",
-            "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on",
+            # multidevs=remap: the host root spans several filesystems; without
+            # it their inode numbers collide in the guest, and with cache=loose
+            # the chroot's /proc bind mount landed on the wrong directory.
+            "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
+            "multidevs=remap",
             "-virtfs", f"local,path={workdir},mount_tag=lab,security_model=none",
         ]
         if drill.memfile:
