@@ -101,8 +101,11 @@ def test_collect_after_systemd_pstore(lab, tmp_path: Path) -> None:  # type: ign
     """systemd-pstore (the real binary, run in the rebooted guest) moves the
     records to /var/lib/systemd/pstore first; collect archives them from there
     and leaves systemd's copies alone."""
+    from conftest import require
     from memconsole.vmlab import Drill
 
+    require(Path("/lib/systemd/systemd-pstore").exists(),
+            "systemd-pstore is not installed (package systemd)")
     stage2 = """
     /lib/systemd/systemd-pstore; echo $? > "$OUT/systemd-pstore.rc"
     ls /var/lib/systemd/pstore > "$OUT/systemd.ls"
