@@ -19,17 +19,21 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from memconsole.errors import ArchiveError
 from memconsole.pstore import PstoreRecord, decode_record
 
-__all__ = ["DEFAULT_ARCHIVE_DIR", "Archive", "ArchivedRecord", "sha256", "write_durably"]
+__all__ = ["DEFAULT_ARCHIVE_DIR", "Archive", "ArchivedRecord", "read_index", "sha256",
+           "write_durably"]
 
 #: Where ``collect`` archives by default.
 DEFAULT_ARCHIVE_DIR = Path("/var/lib/memconsole")
 
+T = TypeVar("T")
 _BOOT_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 _META = "records.json"
 
@@ -63,6 +67,26 @@ class ArchivedRecord:
     size: int
     source: str
     collected_ns: int
+
+
+def read_index(path: Path, entry: Callable[..., T]) -> list[T]:
+    """Read a JSON-list index file into ``entry(**item)`` objects; a missing
+    file is an empty index, anything unreadable an :class:`ArchiveError`."""
+    try:
+        items = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise ArchiveError(f"{path}: unreadable index ({exc})") from exc
+    if not isinstance(items, list):
+        raise ArchiveError(f"{path}: not a JSON list")
+    out = []
+    for item in items:
+        try:
+            out.append(entry(**item))
+        except TypeError as exc:
+            raise ArchiveError(f"{path}: bad entry {item!r}") from exc
+    return out
 
 
 def _fsync_dir(path: Path) -> None:
@@ -124,22 +148,7 @@ class Archive:
 
     def records(self, boot: str) -> list[ArchivedRecord]:
         """The records of *boot*, from its ``records.json``."""
-        meta = self.boots_dir / boot / _META
-        try:
-            items = json.loads(meta.read_text())
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
-            raise ArchiveError(f"{meta}: unreadable index ({exc})") from exc
-        if not isinstance(items, list):
-            raise ArchiveError(f"{meta}: not a JSON list")
-        out = []
-        for item in items:
-            try:
-                out.append(ArchivedRecord(**item))
-            except TypeError as exc:
-                raise ArchiveError(f"{meta}: bad entry {item!r}") from exc
-        return out
+        return read_index(self.boots_dir / boot / _META, ArchivedRecord)
 
     def load(self, boot: str) -> list[PstoreRecord]:
         """The records of *boot*, decoded like pstore files."""

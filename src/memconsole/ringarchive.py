@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 
 from memconsole import oops
 from memconsole._ringfmt import DATA_OFFSET, FLAG_TRUNCATED, parse_header
-from memconsole.archive import Archive, sha256, write_durably
+from memconsole.archive import Archive, read_index, sha256, write_durably
 from memconsole.errors import ArchiveError
 from memconsole.events import RingLog
 from memconsole.regions import open_region
@@ -199,19 +199,7 @@ class ArchivedRing:
 
 
 def _index(archive: Archive, boot: str) -> list[ArchivedRing]:
-    path = archive.boots_dir / boot / RING_INDEX
-    try:
-        items = json.loads(path.read_text())
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError) as exc:
-        raise ArchiveError(f"{path}: unreadable ring index ({exc})") from exc
-    if not isinstance(items, list):
-        raise ArchiveError(f"{path}: not a JSON list")
-    try:
-        return [ArchivedRing(**item) for item in items]
-    except TypeError as exc:
-        raise ArchiveError(f"{path}: bad entry") from exc
+    return read_index(archive.boots_dir / boot / RING_INDEX, ArchivedRing)
 
 
 def archived_rings(archive: Archive) -> list[tuple[str, ArchivedRing]]:
