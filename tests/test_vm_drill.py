@@ -124,3 +124,16 @@ def test_collect_after_systemd_pstore(lab, tmp_path: Path) -> None:  # type: ign
     assert result.output("systemd-after.ls").split() == moved
     (event,) = [json.loads(x) for x in result.output("list.json").splitlines()]
     assert event["kind"] == "panic" and event["panic_reason"] == "sysrq triggered crash"
+
+
+def test_demo_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's main job, as a user runs it (temporary work directory):
+    exit 0 and the recovered report on stdout."""
+    from memconsole.cli import main
+
+    kernel_for("6.1")
+    rc = main(["demo", "--kernel", "6.1", "--crash", "panic"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert out.startswith("Last boot ended in a kernel panic: crashy: requested panic"), out[:200]
+    assert "memconsole demo: the guest collected: memconsole collect: 1 archived" in err

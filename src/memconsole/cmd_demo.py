@@ -67,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
     print("memconsole demo: 'memconsole show' in the rebooted guest printed:", file=sys.stderr)
     sys.stdout.write(result.output("show.txt"))
     sys.stdout.flush()
+    # Read the guest's verdict before the work directory may be removed.
+    shown = result.output("show.rc").strip() == "0"
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
         print(f"memconsole demo: drill files in {workdir / 'drill'}", file=sys.stderr)
-    return EXIT_OK if result.output("show.rc").strip() == "0" else EXIT_ERROR
+    return EXIT_OK if shown else EXIT_ERROR
