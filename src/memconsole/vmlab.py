@@ -196,6 +196,11 @@ CRASH_ACTIONS: dict[str, CrashAction] = {
     # A soft lockup that does not panic: the watchdog only reports it.  Pair
     # it with Drill.monitor_reset_on to reset the machine from outside.
     "lockup": _crashy("softlockup", "watchdog_thresh=1"),
+    # Interrupts off and spinning: nothing runs on that CPU any more (not the
+    # watchdogs either).  Pair it with Drill.monitor_reset_on.
+    "hardlockup": _crashy("hardlockup"),
+    # No crash: a clean restart (kernel_restart(), after the shutdown steps).
+    "reboot": CrashAction((), "busybox reboot -f"),
 }
 
 # Boot options every drill uses: serial console, reboot one second after a
@@ -351,29 +356,35 @@ class Lab:
 
     def crashy(self, kernel: Kernel) -> Path:
         """Return the path of the ``crashy`` test module built for *kernel*."""
-        sources = [_LAB_SOURCES / "crashy.c", _LAB_SOURCES / "Kbuild"]
+        return self.module(kernel, [_LAB_SOURCES / "crashy.c", _LAB_SOURCES / "Kbuild"],
+                           "crashy")
+
+    def module(self, kernel: Kernel, sources: Sequence[Path], name: str) -> Path:
+        """Return the path of the out-of-tree module ``name.ko`` built from
+        *sources* (its C files and Kbuild) for *kernel*, once per content."""
         digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
-        build = self.cache / kernel.release / f"crashy-{digest}"
-        ko = build / "crashy.ko"
+        build = self.cache / kernel.release / f"{name}-{digest}"
+        ko = build / f"{name}.ko"
         with self._build_lock(kernel):
             if not ko.exists():
-                self._build_crashy(kernel, sources, build, ko)
+                self._build_module(kernel, sources, build, ko)
         return ko
 
-    def _build_crashy(self, kernel: Kernel, sources: list[Path], build: Path, ko: Path) -> None:
+    def _build_module(self, kernel: Kernel, sources: Sequence[Path], build: Path,
+                      ko: Path) -> None:
         if not (kernel.headers / "Makefile").exists():
             raise LabError(f"no kernel headers at {kernel.headers}: "
                            f"install linux-headers-{kernel.release}")
         if shutil.which("make") is None:
             raise LabError("make not found: install make and gcc")
-        self.progress(f"building test module crashy.ko for {kernel.release}")
+        self.progress(f"building {ko.name} for {kernel.release}")
         build.mkdir(parents=True, exist_ok=True)
         for src in sources:
             shutil.copy2(src, build / src.name)
         proc = subprocess.run(["make", "-C", str(kernel.headers), f"M={build}", "modules"],
                               capture_output=True, text=True, check=False)
         if proc.returncode != 0 or not ko.exists():
-            raise LabError(f"building crashy.ko for {kernel.release} failed "
+            raise LabError(f"building {ko.name} for {kernel.release} failed "
                            f"(make exit {proc.returncode})", _tail(proc.stdout + proc.stderr))
 
     # -- drills ------------------------------------------------------------
