@@ -830,8 +830,9 @@ static int check_copy(const struct mc_header *h, int at, u64 size, char *why, si
 
 static void mc_format(void)
 {
-	struct mc_header h = { .magic = RING_MAGIC };
+	struct mc_header h = {};
 
+	memcpy(h.magic, RING_MAGIC, sizeof(h.magic));
 	h.version = cpu_to_le16(RING_VERSION);
 	h.header_size = cpu_to_le16(HEADER_SIZE);
 	h.region_size = cpu_to_le64(mc.size);
