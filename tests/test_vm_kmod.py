@@ -36,6 +36,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,7 +124,7 @@ def _boots_of_show(text: str) -> list[list[str]]:
     return boots
 
 
-def _check_formats(steps: list[dict[str, object]]) -> None:
+def _check_formats(steps: list[dict[str, Any]]) -> None:
     by = {s["step"]: s for s in steps}
     assert list(by) == ["garbage", "version 0", "version 2", "damaged primary header"], steps
     expect = {
@@ -188,11 +189,11 @@ def check_drill(out_dir: Path) -> None:
             return ""
 
     _check_formats(json.loads(out("formats.json") or "[]"))
-    for boot in range(1, 6):
-        params = _params(out(f"params.{boot}"))
-        assert params.get("state") == "writing", (boot, out(f"insmod.{boot}"), params)
+    for k in range(1, 6):
+        params = _params(out(f"params.{k}"))
+        assert params.get("state") == "writing", (k, out(f"insmod.{k}"), params)
         assert params["unparsed"] == params["dropped"] == params["lost"] == "0", params
-        assert "recording /dev/kmsg into " + REC in out(f"rec.{boot}.log"), boot
+        assert "recording /dev/kmsg into " + REC in out(f"rec.{k}.log"), k
 
     ids = [out(f"boot_id.{n}").strip() for n in range(1, 7)]
     module = parse_ring((out_dir / "module.ring").read_bytes())
