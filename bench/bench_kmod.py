@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -46,7 +47,10 @@ _CONFIGS = ("none", "memconsole", "serial")
 
 
 def _stage(ko: Path, count: int, repeat: int) -> str:
-    bench = 'insmod "$CRASHY" action=bench count={count} keep={keep} && rmmod crashy'
+    # Each result is taken from dmesg right away: the runs together print
+    # more than the kernel's log buffer holds.
+    bench = ('insmod "$CRASHY" action=bench count={count} keep={keep} && rmmod crashy; '
+             'echo "{config} $(dmesg | grep "crashy: bench:" | tail -n 1)" >> "$OUT/bench.txt"')
     lines = []
     for config in _CONFIGS:
         if config == "memconsole":
@@ -54,10 +58,7 @@ def _stage(ko: Path, count: int, repeat: int) -> str:
         if config == "serial":
             lines.append("rmmod memconsole")
         keep = "ttyS" if config == "serial" else "memconsole"
-        for _ in range(repeat):
-            lines.append(f'echo "memconsole-bench: {config}" > /dev/kmsg')
-            lines.append(bench.format(count=count, keep=keep))
-    lines.append('dmesg > "$OUT/bench.dmesg"')
+        lines += [bench.format(count=count, keep=keep, config=config)] * repeat
     return "\n".join("        " + ln for ln in lines) + "\n"
 
 
@@ -68,18 +69,16 @@ def run(lab: Lab, kernel: Kernel, count: int, repeat: int, workdir: Path) -> dic
     drill = Drill(kernel, action="reset", stage1=_stage(ko, count, repeat), smp=1,
                   extra_cmdline=("memmap=1M$0x7200000",), timeout=3600)
     result = lab.run(drill, workdir)
-    dmesg = result.output("bench.dmesg")
     found: dict[str, list[int]] = {c: [] for c in _CONFIGS}
-    config = None
-    for line in dmesg.splitlines():
-        if "memconsole-bench: " in line:
-            config = line.rsplit("memconsole-bench: ", 1)[1].strip()
-        m = _LINE.search(line)
-        if m and config in found:
-            expect = {"none": "none", "memconsole": "memconsole0"}.get(config, "ttyS0")
-            if m.group(4).strip() != expect:
-                raise SystemExit(f"{kernel.release} {config}: consoles were {m.group(4)!r}")
-            found[config].append(int(m.group(3)))
+    expect = {"none": "none", "memconsole": "memconsole0", "serial": "ttyS0"}
+    for line in result.output("bench.txt").splitlines():
+        config, _, rest = line.partition(" ")
+        m = _LINE.search(rest)
+        if m is None or config not in found:
+            raise SystemExit(f"{kernel.release}: no result in {line!r} (see {workdir})")
+        if m.group(4).strip() != expect[config]:
+            raise SystemExit(f"{kernel.release} {config}: consoles were {m.group(4)!r}")
+        found[config].append(int(m.group(3)))
     for config, values in found.items():
         if len(values) != repeat:
             raise SystemExit(f"{kernel.release} {config}: {len(values)} of {repeat} results "
@@ -97,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab()
     load_before = os.getloadavg()
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-kmod-") as tmp:
-        for kernel in kernels:
-            found = run(lab, kernel, args.count, args.repeat, Path(tmp) / kernel.release)
-            rows.append((kernel.release, found))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-kmod-"))
+    for kernel in kernels:
+        found = run(lab, kernel, args.count, args.repeat, tmp / kernel.release)
+        rows.append((kernel.release, found))
+    shutil.rmtree(tmp)
     load_after = os.getloadavg()
     print(f"{args.count} messages per run, {args.repeat} runs per configuration, one vCPU "
           f"(QEMU TCG); load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")

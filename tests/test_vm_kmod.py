@@ -262,3 +262,91 @@ def check_drill(out_dir: Path) -> None:
             assert "without a clean stop" in lines[-1], lines[-1]
     assert re.search(r"\] crashy: hardlockup: interrupts off, line 2 of 3$", "\n".join(shown[0]),
                      re.MULTILINE)
+
+
+# Two CPUs printing at once: two writers flood /dev/kmsg, each alternating
+# a line the console gets (level 6) with one it does not (level 7, caught
+# up from the log buffer), while the module is unloaded and loaded again;
+# then a panic (sysrq c) on one CPU while the other may still be printing.
+FLOOD = 400
+FLOOD_BOOT = rf"""
+    cat /proc/sys/kernel/random/boot_id > "$OUT/boot_id.$boot"
+    echo on > /proc/sys/kernel/printk_devkmsg
+    insmod {{ko}} mem_address=0x7200000 mem_size=1M > "$OUT/insmod.$boot" 2>&1
+    flood() {{
+        i=0
+        while [ $i -lt {FLOOD} ]; do
+            echo "<6>memconsole-lab: flood $1 $i" > /dev/kmsg
+            echo "<7>memconsole-lab: flood $1 $i debug" > /dev/kmsg
+            i=$((i + 1))
+        done
+    }}
+    flood A & a=$!
+    flood B & b=$!
+    sleep 2
+    rmmod memconsole
+    insmod {{ko}} mem_address=0x7200000 mem_size=1M >> "$OUT/insmod.$boot" 2>&1
+    wait $a $b
+    echo "memconsole-lab: flood done" > /dev/kmsg
+    for f in {PARAMS}/*; do echo "${{f##*/}}=$(cat $f)"; done > "$OUT/params.$boot"
+"""
+
+
+@pytest.mark.parametrize("release", ["6.1", "6.12"])
+def test_kmod_two_cpus_flood_reload_panic(lab, tmp_path, release: str) -> None:  # type: ignore[no-untyped-def]
+    from memconsole.vmlab import Drill
+
+    kernel = kernel_for(release)
+    ko = lab.module(kernel, [KMOD / "memconsole.c", KMOD / "Kbuild"], "memconsole")
+    stage2 = rf"""
+    {PY} {shlex.quote(str(GUEST))} dump {MOD} "$OUT/module.ring"
+"""
+    drill = Drill(kernel, action="sysrq", each_boot=FLOOD_BOOT.replace(
+                      "{ko}", shlex.quote(str(ko))),
+                  stage2=stage2, smp=2, extra_cmdline=CMDLINE[:1], timeout=1800)
+    result = lab.run(drill, tmp_path / "drill")
+    assert result.boots == 2
+    check_flood(result.out_dir)
+
+
+def check_flood(out_dir: Path) -> None:
+    """Assertions of the two-CPU drill on the files it left."""
+    from memconsole.ring import Gap, RecordType, parse_ring
+
+    params = _params((out_dir / "params.1").read_text())
+    assert params["state"] == "writing" and params["unparsed"] == "0", params
+    module = parse_ring((out_dir / "module.ring").read_bytes())
+    (boot,) = module.boots
+    assert boot.id == (out_dir / "boot_id.1").read_text().strip()
+    assert module.duplicates == 0
+    # Every kernel sequence number from 0 to the last is a record or inside
+    # an overrun gap record, in order; no ring record is missing.
+    expect, lost = 0, 0
+    starts = stops = 0
+    for entry in boot.entries:
+        if isinstance(entry, Gap):
+            assert entry.reason == "overrun" and entry.first_source_seq == expect, entry
+            expect += entry.count
+            lost += entry.count
+        elif entry.type == RecordType.LOG:
+            assert entry.source_seq == expect, (entry, expect)
+            expect += 1
+        else:
+            starts += entry.type == RecordType.START
+            stops += entry.type == RecordType.STOP
+    assert (starts, stops) == (2, 1), (starts, stops)  # loaded, unloaded, loaded again
+    logs = [r for r in boot.records if r.type == RecordType.LOG]
+    texts = [r.text.decode(errors="replace") for r in logs]
+    # Each writer's lines in its own order, each line once, each with its level.
+    for writer in "AB":
+        seen = []
+        for r, t in zip(logs, texts, strict=True):
+            m = re.fullmatch(rf"memconsole-lab: flood {writer} (\d+)( debug)?", t)
+            if m:
+                seen.append((int(m[1]), bool(m[2])))
+                assert r.level == (7 if m[2] else 6), r
+        assert seen == sorted(set(seen)), writer
+        assert len(seen) + lost >= 2 * FLOOD, (writer, len(seen), lost)
+    assert "memconsole-lab: flood done" in texts
+    assert texts[-1] == "Rebooting in 1 seconds..", texts[-5:]
+    assert any(t.startswith("Kernel panic - not syncing: sysrq triggered crash") for t in texts)
