@@ -194,7 +194,7 @@ static atomic_long_t st_caught_up;	/* of which: read from the log buffer */
 static atomic_long_t st_lost;		/* kernel records lost (gap records) */
 static atomic_long_t st_dropped;	/* console writes given up: lock busy */
 static atomic_long_t st_broken;		/* times the lock was broken in panic */
-static atomic_long_t st_unparsed;	/* console writes not in the ext format */
+static atomic_long_t st_unparsed;	/* messages in neither expected format */
 static char mc_attach[200] = "not attached";
 static char mc_region[64] = "";
 
@@ -256,7 +256,7 @@ MODULE_PARM_DESC(dropped, "console writes given up because the ring was busy");
 module_param_cb(broken_locks, &mc_stat_ops, &st_broken, 0444);
 MODULE_PARM_DESC(broken_locks, "times a panic broke the ring lock of a stopped CPU");
 module_param_cb(unparsed, &mc_stat_ops, &st_unparsed, 0444);
-MODULE_PARM_DESC(unparsed, "console writes not in the extended format (kept as text)");
+MODULE_PARM_DESC(unparsed, "messages in neither expected format (kept as text)");
 module_param_cb(last_seq, &mc_u64_ops, &mc.seq, 0444);
 MODULE_PARM_DESC(last_seq, "ring sequence number of the newest record");
 module_param_cb(next_kernel_seq, &mc_u64_ops, &mc.next_kseq, 0444);
@@ -672,7 +672,9 @@ static void mc_catch_up(u64 upto)
 		if (len >= sizeof(mc_line) - 1)
 			flags |= FLAG_TRUNCATED;
 		if (!parse_syslog_line(mc_line, len, &pri, &mono, &blen, &flags)) {
-			WRITE_ONCE(mc.next_kseq, kseq + 1);
+			/* Not "<pri>...": keep the line as it is. */
+			atomic_long_inc(&st_unparsed);
+			mc_log(kseq, PRI_UNKNOWN, flags, TIME_UNKNOWN, mc_line, len);
 			continue;
 		}
 		mc_log(kseq, pri, flags, mono, mc_body, blen);

@@ -31,6 +31,7 @@ record.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shlex
@@ -266,26 +267,31 @@ def check_drill(out_dir: Path) -> None:
 
 # Two CPUs printing at once: two writers flood /dev/kmsg, each alternating
 # a line the console gets (level 6) with one it does not (level 7, caught
-# up from the log buffer), while the module is unloaded and loaded again;
-# then a panic (sysrq c) on one CPU while the other may still be printing.
-FLOOD = 400
+# up from the log buffer), at least FLOOD pairs each and on until the module
+# has been unloaded and loaded again RELOADS times; then a panic (sysrq c).
+FLOOD = 1500
+RELOADS = 3
 FLOOD_BOOT = rf"""
     cat /proc/sys/kernel/random/boot_id > "$OUT/boot_id.$boot"
     echo on > /proc/sys/kernel/printk_devkmsg
     insmod {{ko}} mem_address=0x7200000 mem_size=1M > "$OUT/insmod.$boot" 2>&1
     flood() {{
         i=0
-        while [ $i -lt {FLOOD} ]; do
+        while [ $i -lt {FLOOD} ] || [ ! -e /run/lab-reloaded ]; do
             echo "<6>memconsole-lab: flood $1 $i" > /dev/kmsg
             echo "<7>memconsole-lab: flood $1 $i debug" > /dev/kmsg
             i=$((i + 1))
         done
+        echo $i > "$OUT/flood.$1"
     }}
     flood A & a=$!
     flood B & b=$!
-    sleep 2
-    rmmod memconsole
-    insmod {{ko}} mem_address=0x7200000 mem_size=1M >> "$OUT/insmod.$boot" 2>&1
+    for r in $(seq {RELOADS}); do
+        sleep 0.3
+        rmmod memconsole
+        insmod {{ko}} mem_address=0x7200000 mem_size=1M >> "$OUT/insmod.$boot" 2>&1
+    done
+    touch /run/lab-reloaded
     wait $a $b
     echo "memconsole-lab: flood done" > /dev/kmsg
     for f in {PARAMS}/*; do echo "${{f##*/}}=$(cat $f)"; done > "$OUT/params.$boot"
@@ -334,7 +340,15 @@ def check_flood(out_dir: Path) -> None:
         else:
             starts += entry.type == RecordType.START
             stops += entry.type == RecordType.STOP
-    assert (starts, stops) == (2, 1), (starts, stops)  # loaded, unloaded, loaded again
+    # Loaded, then unloaded and loaded again RELOADS times, each time while
+    # both writers were printing (their lines before and after each start).
+    assert (starts, stops) == (RELOADS + 1, RELOADS), (starts, stops)
+    kinds = ["start" if getattr(e, "type", None) == RecordType.START else
+             "flood" if b"memconsole-lab: flood " in getattr(e, "text", b"") else ""
+             for e in boot.entries]
+    for k, kind in enumerate(kinds):
+        if kind == "start" and k > kinds.index("start"):
+            assert "flood" in kinds[:k] and "flood" in kinds[k:], k
     logs = [r for r in boot.records if r.type == RecordType.LOG]
     texts = [r.text.decode(errors="replace") for r in logs]
     # Each writer's lines in its own order, each line once, each with its level.
@@ -346,7 +360,12 @@ def check_flood(out_dir: Path) -> None:
                 seen.append((int(m[1]), bool(m[2])))
                 assert r.level == (7 if m[2] else 6), r
         assert seen == sorted(set(seen)), writer
-        assert len(seen) + lost >= 2 * FLOOD, (writer, len(seen), lost)
+        printed = int((out_dir / f"flood.{writer}").read_text())
+        assert printed >= FLOOD and len(seen) + lost >= 2 * printed, (writer, len(seen), lost)
+    # The two writers' lines interleave: they printed at the same time.
+    order = [t[len("memconsole-lab: flood ")] for t in texts if re.match(
+        r"memconsole-lab: flood [AB] ", t)]
+    assert sum(1 for x, y in itertools.pairwise(order) if x != y) > 10, order[:50]
     assert "memconsole-lab: flood done" in texts
     assert texts[-1] == "Rebooting in 1 seconds..", texts[-5:]
     assert any(t.startswith("Kernel panic - not syncing: sysrq triggered crash") for t in texts)
