@@ -5,7 +5,7 @@ inside a lab guest (QEMU/TCG, one CPU).
     PYTHONPATH=src python3 bench/bench_kmod.py [--kernel 6.12] [--count 2000] [--repeat 5]
 
 For each kernel, one guest boots with ``memmap=1M$0x7200000`` and runs
-crashy's ``bench`` action (src/memconsole/lab/crashy.c): it stops every
+crashcon's ``bench`` action (src/memconsole/lab/crashcon.c): it stops every
 console except the one named by ``keep=``, prints ``--count`` messages of
 about 80 bytes at KERN_INFO from inside the kernel, times them with
 ktime_get_ns(), and starts the consoles again.  Three configurations, each
@@ -49,7 +49,8 @@ _CONFIGS = ("none", "memconsole", "serial")
 def _stage(ko: Path, count: int, repeat: int) -> str:
     # Each result is taken from dmesg right away: the runs together print
     # more than the kernel's log buffer holds.
-    bench = ('insmod "$CRASHY" action=bench count={count} keep={keep} && rmmod crashy; '
+    bench = ('insmod "${{CRASHY%/*}}/crashcon.ko" action=bench count={count} keep={keep} && '
+             'rmmod crashcon; '
              'echo "{config} $(dmesg | grep "crashy: bench:" | tail -n 1)" >> "$OUT/bench.txt"')
     lines = []
     for config in _CONFIGS:

@@ -6,7 +6,7 @@ survives each warm reset, as DRAM does).  Every crashing boot loads the
 module on ``mem:0x7200000:1M`` and starts the user-space recorder on
 ``mem:0x7400000:1M`` beside it, then ends one way:
 
-1. a hard lockup: crashy's ``hardlockup`` prints, disables interrupts,
+1. a hard lockup: crashcon's ``hardlockup`` prints, disables interrupts,
    prints more (one line at KERN_DEBUG, below the console loglevel) and
    spins; the host resets the guest from the QEMU monitor when the serial
    console shows the last line.  Before that, the module is loaded on

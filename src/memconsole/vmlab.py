@@ -171,12 +171,14 @@ class CrashAction:
     trigger: str
 
 
-def _crashy(action: str, *cmdline: str, pre: str = "") -> CrashAction:
-    return CrashAction(cmdline, f"{pre}insmod \"$CRASHY\" action={action}")
+def _crashy(action: str, *cmdline: str, pre: str = "", module: str = "crashy") -> CrashAction:
+    path = '"$CRASHY"' if module == "crashy" else f'"${{CRASHY%/*}}/{module}.ko"'
+    return CrashAction(cmdline, f"{pre}insmod {path} action={action}")
 
 
 #: Every crash the lab knows, by name.  Module actions are documented in
-#: ``lab/crashy.c``; ``sysrq`` is ``echo c > /proc/sysrq-trigger``.
+#: ``lab/crashy.c`` (``hardlockup``: ``lab/crashcon.c``, built beside it);
+#: ``sysrq`` is ``echo c > /proc/sysrq-trigger``.
 CRASH_ACTIONS: dict[str, CrashAction] = {
     "null": _crashy("null"),
     "bug": _crashy("bug"),
@@ -198,7 +200,7 @@ CRASH_ACTIONS: dict[str, CrashAction] = {
     "lockup": _crashy("softlockup", "watchdog_thresh=1"),
     # Interrupts off and spinning: nothing runs on that CPU any more (not the
     # watchdogs either).  Pair it with Drill.monitor_reset_on.
-    "hardlockup": _crashy("hardlockup"),
+    "hardlockup": _crashy("hardlockup", module="crashcon"),
     # No crash: a clean restart (kernel_restart(), after the shutdown steps).
     "reboot": CrashAction((), "busybox reboot -f"),
 }
@@ -355,9 +357,10 @@ class Lab:
             yield
 
     def crashy(self, kernel: Kernel) -> Path:
-        """Return the path of the ``crashy`` test module built for *kernel*."""
-        return self.module(kernel, [_LAB_SOURCES / "crashy.c", _LAB_SOURCES / "Kbuild"],
-                           "crashy")
+        """Return the path of the ``crashy`` test module built for *kernel*
+        (``crashcon.ko``, the console tests, is built beside it)."""
+        sources = [_LAB_SOURCES / n for n in ("crashy.c", "crashcon.c", "Kbuild")]
+        return self.module(kernel, sources, "crashy")
 
     def module(self, kernel: Kernel, sources: Sequence[Path], name: str) -> Path:
         """Return the path of the out-of-tree module ``name.ko`` built from
