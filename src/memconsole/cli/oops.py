@@ -1,0 +1,301 @@
+"""``memconsole oops PATH...``: find and explain every kernel crash report.
+
+PATH may be a pstore directory, a directory of decoded records
+(``memconsole decode --out``), the memconsole archive or one of its boot
+directories, a single record, any kernel log (dmesg output, kern.log,
+``journalctl -k``, a serial capture; gzip-compressed too; any size) or ``-``
+for standard input.  Text output: one paragraph per report; ``--json``: JSON
+Lines, one object per report (docs/oops.md).  ``--symbols`` adds source lines
+(:mod:`memconsole.symbolize`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import os
+import stat
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from memconsole import oops
+from memconsole.oops import Report, symbolize
+from memconsole.oops import _scan as _logscan
+from memconsole.pstore import PstoreRecord, decode_record, parse_name, read_pstore_dir
+from memconsole.render import write_jsonl
+
+__all__ = ["register", "run"]
+
+EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_DATA_MISSING = 0, 1, 3, 4
+_PROGRESS_MIN = 16 << 20  # files smaller than this scan too fast for a progress line
+_LOG_TYPES = ("dmesg", "console")
+
+
+def register(sub: Any) -> None:
+    """Add the ``oops`` command."""
+    p = sub.add_parser(
+        "oops", help="find and explain every kernel crash report in logs or records",
+        description="Find every kernel crash report (oops, BUG, WARNING, lockup, hung task, "
+        "RCU stall, KASAN/UBSAN, OOM, panic) in each PATH: a pstore directory, decoded "
+        "records, the memconsole archive, a single record, or any kernel log (dmesg, "
+        "kern.log, journalctl -k, serial capture, .gz, any size; - for stdin).  Prints one "
+        "paragraph per report, or JSON Lines with --json.  Exit status 4 when no report "
+        "was found, 3 when some PATH could not be read.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="where to look")
+    p.add_argument("--json", action="store_true", help="JSON Lines on stdout, one per report")
+    p.add_argument("--symbols", action="append", type=Path, default=[], metavar="PATH",
+                   help="vmlinux with debug info, System.map, a module tree or .ko, or a "
+                   "debug root such as /usr/lib/debug: add source lines (repeatable)")
+    p.set_defaults(func=run)
+
+
+def _warn(message: str) -> None:
+    print(f"memconsole oops: {message}", file=sys.stderr)
+
+
+class _Progress:
+    """``PATH: 512/1024 MiB (50%)`` on stderr, rewritten in place; TTY only."""
+
+    def __init__(self, label: str, total: int, position: Any) -> None:
+        self.label, self.total, self.position = label, total, position
+        self.enabled = total >= _PROGRESS_MIN and sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, _consumed: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.last < 0.2:
+            return
+        self.last = now
+        done = self.position()
+        sys.stderr.write(f"\rmemconsole oops: {self.label}: {done >> 20}/{self.total >> 20} MiB "
+                         f"({100 * done // max(self.total, 1)}%)")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.last:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def _scan_file(path: Path) -> Iterator[Report]:
+    with path.open("rb") as raw:
+        st = os.fstat(raw.fileno())
+        magic = raw.read(2)
+        raw.seek(0)
+        if magic != b"\x1f\x8b" and stat.S_ISREG(st.st_mode):
+            done = [0]
+
+            def seen(n: int) -> None:
+                done[0] = n
+                progress(n)
+
+            progress = _Progress(str(path), st.st_size, lambda: done[0])
+            try:
+                yield from _logscan.scan_file(str(path), seen)
+            finally:
+                progress.close()
+            return
+        stream: BinaryIO = raw
+        if magic == b"\x1f\x8b":
+            stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+        progress = _Progress(str(path), st.st_size, raw.tell)
+        try:
+            yield from _logscan.scan_stream(stream, progress)
+        finally:
+            progress.close()
+
+
+def _dumps(records: list[PstoreRecord]) -> list[list[PstoreRecord]]:
+    """Group dmesg records into dumps (parts of one ``pstore_dump()`` call, highest
+    part first: fs/pstore/platform.c writes part 1 as the newest chunk)."""
+    ordered = sorted(records, key=lambda r: (r.mtime_ns, -(r.header.part if r.header else 0)))
+    dumps: list[list[PstoreRecord]] = []
+    for rec in ordered:
+        last = dumps[-1][-1] if dumps else None
+        if (last is not None and rec.header is not None and last.header is not None
+                and rec.header.reason == last.header.reason
+                and rec.header.count == last.header.count
+                and rec.kind.backend == last.kind.backend
+                and rec.header.part < last.header.part
+                and rec.mtime_ns - last.mtime_ns <= 2 * 10**9):
+            dumps[-1].append(rec)
+        else:
+            dumps.append([rec])
+    return dumps
+
+
+def _locate(report: Report, parts: list[PstoreRecord]) -> tuple[Report, str]:
+    """Map a report found in the joined text of *parts* to its record and line."""
+    off = 0
+    for rec in parts:
+        body = rec.body
+        if report.start < off + len(body) or rec is parts[-1]:
+            rel = max(report.start - off, 0)
+            head = len(rec.text) - len(body)
+            line = body.count(b"\n", 0, rel) + 1 + (1 if rec.header is not None else 0)
+            moved = dataclasses.replace(report, line=line, start=head + rel,
+                                        end=head + rel + report.end - report.start)
+            return moved, rec.source or rec.name
+        off += len(body)
+    return report, parts[0].source or parts[0].name
+
+
+def _scan_records(directory: Path) -> tuple[list[tuple[Report, str]], list[str]]:
+    records, failures = read_pstore_dir(directory)
+    problems = [f"{f.path}: {f.reason}" for f in failures]
+    for rec in records:
+        if rec.problem:
+            problems.append(f"{rec.source}: {rec.problem}")
+    groups = _dumps([r for r in records if r.kind.type == "dmesg"])
+    groups += [[r] for r in records if r.kind.type == "console"]
+    found: list[tuple[Report, str]] = []
+    seen: dict[tuple[object, ...], int] = {}
+    for parts in groups:
+        text = b"".join(r.body for r in parts)
+        for report in oops.parse_reports(text):
+            moved, where = _locate(report, parts)
+            # The same report in an Oops dump and the Panic dump after it: keep
+            # the later one (it knows the panic that followed).
+            key = (report.kind, report.headline, report.time, report.pid)
+            if report.time is not None and key in seen:
+                found[seen[key]] = (moved, where)
+                continue
+            seen[key] = len(found)
+            found.append((moved, where))
+    return found, problems
+
+
+def _is_record_dir(path: Path) -> bool:
+    try:
+        return any(parse_name(e.name) is not None for e in os.scandir(path) if e.is_file())
+    except OSError:
+        return False
+
+
+def _collect(path_arg: str) -> tuple[Iterator[tuple[Report, str]], list[str]]:
+    """Reports found under one PATH argument (lazily for logs), and read problems."""
+    if path_arg == "-":
+        stream = sys.stdin.buffer
+        return ((r, "-") for r in _logscan.scan_stream(stream)), []
+    path = Path(path_arg)
+    if path.is_dir():
+        dirs: list[Path] = []
+        if (path / "boots").is_dir():
+            dirs = sorted(p for p in (path / "boots").iterdir() if p.is_dir())
+        elif _is_record_dir(path):
+            dirs = [path]
+        if dirs:
+            out: list[tuple[Report, str]] = []
+            problems: list[str] = []
+            for d in dirs:
+                found, bad = _scan_records(d)
+                out += found
+                problems += bad
+            return iter(out), problems
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        return ((r, str(f)) for f in files for r in _scan_file(f)), []
+    name = parse_name(path.name)
+    if name is not None and name.type in _LOG_TYPES:
+        st = path.stat()
+        rec = decode_record(path.name, path.read_bytes(), st.st_mtime_ns, str(path))
+        found = [_locate(r, [rec]) for r in oops.parse_reports(rec.body)]
+        return iter(found), [f"{path}: {rec.problem}"] if rec.problem else []
+    if not path.exists():
+        raise FileNotFoundError(path)
+    return ((r, str(path)) for r in _scan_file(path)), []
+
+
+def _text(report: Report, where: str, out: IO[str]) -> None:
+    out.write(f"{where}:{report.line}: {oops.describe(report)}\n")
+    out.write(f"    signature {report.signature}  ({report.signature_basis})\n")
+    facts = []
+    if report.kernel_release:
+        facts.append(f"kernel {report.kernel_release}")
+    if report.hardware:
+        facts.append(report.hardware)
+    if report.cpu is not None:
+        facts.append(f"CPU {report.cpu}")
+    if report.time is not None:
+        facts.append(f"{report.time:.6f} s after boot")
+    if facts:
+        out.write(f"    {'; '.join(facts)}\n")
+    if report.taint_flags:
+        out.write(f"    tainted: {', '.join(report.taint_flags)}\n")
+    if report.fault_address is not None or report.fault_info or report.access:
+        details = [report.access or "", *report.fault_info]
+        if report.fault_address is not None and not report.access:
+            details.insert(0, f"address 0x{report.fault_address:x}")
+        out.write(f"    fault: {'; '.join(d for d in details if d)}\n")
+    for label, frame in (("at", report.rip), ("lr", report.lr)):
+        if frame is not None:
+            out.write(f"    {label} {_frame_text(frame)}\n")
+    if report.call_trace:
+        out.write("    call trace:\n")
+        for f in report.call_trace:
+            out.write(f"      {_frame_text(f)}\n")
+    out.write("\n")
+
+
+def _frame_text(f: oops.Frame) -> str:
+    s = f.function
+    if f.offset is not None:
+        s += f"+0x{f.offset:x}" + (f"/0x{f.size:x}" if f.size is not None else "")
+    if f.module:
+        s += f" [{f.module}]"
+    if f.context and not f.reliable:
+        s = "? " + s
+    if f.context not in ("", "TASK"):
+        s += f" <{f.context}>"
+    for src in f.source:
+        s += f"\n          {src.label()}"
+    return s
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command; see :func:`register`."""
+    failed = 0
+    count = 0
+    tables: dict[str | None, symbolize.Symbols] = {}
+    noted: set[str] = set()
+    out = sys.stdout
+    try:
+        for path_arg in args.paths:
+            try:
+                found, problems = _collect(path_arg)
+                for problem in problems:
+                    _warn(f"{problem}, skipping")
+                for report, where in found:
+                    if args.symbols:
+                        rel = report.kernel_release
+                        if rel not in tables:
+                            tables[rel] = symbolize.find_symbols(args.symbols, rel)
+                        report, notes = symbolize.symbolize(report, tables[rel])
+                        for note in notes:
+                            if note not in noted:
+                                noted.add(note)
+                                _warn(note)
+                    count += 1
+                    if args.json:
+                        write_jsonl([oops.to_json(report, where)])
+                    else:
+                        _text(report, where, out)
+            except OSError as exc:
+                failed += 1
+                _warn(f"{path_arg}: cannot read: {exc.strerror or exc}")
+            except EOFError as exc:  # a truncated .gz: what came before was scanned
+                failed += 1
+                _warn(f"{path_arg}: {exc}")
+    finally:
+        for table in tables.values():
+            table.close()
+    out.flush()
+    if failed:
+        return EXIT_ERROR if failed == len(args.paths) and not count else EXIT_PARTIAL
+    if not count:
+        _warn("no crash report found")
+        return EXIT_DATA_MISSING
+    return EXIT_OK

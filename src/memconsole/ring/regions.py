@@ -1,0 +1,402 @@
+"""Memory regions a ring lives in: a file, a legacy pmem device, or a
+physical range through /dev/mem.
+
+A ring spec (``--ring SPEC``) is either a path or ``mem:ADDR:SIZE``:
+
+* a regular file (any filesystem; tmpfs and DAX included).  A missing file
+  is created with the requested size; an existing file that is not a ring is
+  refused, never overwritten.
+* a pmem block device (``memmap=nn!ss`` gives ``/dev/pmem0``, driver
+  nd_pmem); a writer given a size uses only the device's first bytes.  Any
+  other block device is refused.  Writes go through the
+  device's page cache and :meth:`Region.flush` (msync) pushes them to the
+  persistent range.
+* ``mem:ADDR:SIZE``: a physical range through ``/dev/mem`` (opened with
+  O_SYNC, so the mapping is uncached and a store reaches RAM in program
+  order).  The range must be page-aligned and lie inside ``/proc/iomem``
+  entries named ``reserved`` (what ``memmap=nn$ss`` makes) that no driver
+  has claimed a part of, and must not overlap a loaded ramoops (which does
+  not claim its range); anything else, System RAM above all, is refused
+  before /dev/mem is opened.
+
+The /proc/iomem and /proc/cmdline parsers are pure; the rest is I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import mmap
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from memconsole.errors import RegionError, RingFormatError
+from memconsole.ring.format import DATA_OFFSET, VERSION, parse_header
+from memconsole.ring.iomem import (
+    IomemEntry,
+    check_mem_range,
+    memmap_ranges,
+    parse_iomem,
+    ramoops_range,
+)
+
+__all__ = [
+    "DEFAULT_RING_SIZE",
+    "IomemEntry",
+    "Region",
+    "RegionSpec",
+    "buffer_region",
+    "check_mem_range",
+    "memmap_ranges",
+    "open_region",
+    "parse_iomem",
+    "parse_size",
+    "parse_spec",
+    "ramoops_range",
+]
+
+#: Size of a ring file created without ``--ring-size``.
+DEFAULT_RING_SIZE = 1 << 20
+_PAGE = mmap.PAGESIZE
+_IOMEM = Path("/proc/iomem")
+_CMDLINE = Path("/proc/cmdline")
+_LOCK_DIR = Path("/run/memconsole")
+_RAMOOPS_PARAMS = Path("/sys/module/ramoops/parameters")
+_SIZE_RE = re.compile(r"^(0[xX][0-9a-fA-F]+|\d+)([KkMmGgTt]?)(?:i?B)?$")
+_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+
+
+def parse_size(text: str) -> int:
+    """``1M``, ``0x100000``, ``65536``, ``64K``, ``1MiB`` -> bytes."""
+    m = _SIZE_RE.match(text.strip())
+    if m is None:
+        raise RegionError(f"bad size {text!r} (examples: 1M, 64K, 0x100000)")
+    return int(m.group(1), 0) << _SHIFT[m.group(2).lower()]
+
+
+@dataclass(frozen=True)
+class RegionSpec:
+    """A parsed ``--ring`` value.
+
+    Attributes:
+        text: the spec as given.
+        path: the file or device, or None for a physical range.
+        address: physical start of a ``mem:`` range.
+        size: bytes of a ``mem:`` range.
+    """
+
+    text: str
+    path: Path | None
+    address: int | None = None
+    size: int | None = None
+
+
+def parse_spec(spec: str) -> RegionSpec:
+    """Parse ``PATH`` or ``mem:ADDR:SIZE``."""
+    if spec.startswith("mem:"):
+        parts = spec.split(":")
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise RegionError(f"bad ring spec {spec!r}: expected mem:ADDR:SIZE, "
+                              "e.g. mem:0x7200000:1M")
+        try:
+            address = int(parts[1], 0)
+        except ValueError:
+            raise RegionError(f"bad physical address {parts[1]!r} in {spec!r}") from None
+        size = parse_size(parts[2])
+        if address % _PAGE or size % _PAGE or size == 0:
+            raise RegionError(f"{spec}: address {address:#x} and size {size:#x} must be "
+                              f"non-zero multiples of the page size ({_PAGE:#x})")
+        return RegionSpec(spec, None, address, size)
+    if not spec:
+        raise RegionError("empty ring spec")
+    return RegionSpec(spec, Path(spec))
+
+
+# -- regions -----------------------------------------------------------------
+
+
+class Region:
+    """An open region: its bytes as a memoryview, a flush, a writer lock.
+
+    Attributes:
+        spec: the spec it was opened from.
+        kind: ``file``, ``pmem``, ``mem`` or ``buffer``.
+        created: a file was created for it.
+        warnings: things the caller should tell a person (not errors).
+    """
+
+    def __init__(self, spec: str, kind: str, view: memoryview, *, mm: mmap.mmap | None = None,
+                 fd: int | None = None, created: bool = False, sync: bool = False,
+                 warnings: tuple[str, ...] = (), lock_fd: int | None = None) -> None:
+        self.spec = spec
+        self.kind = kind
+        self.created = created
+        self.warnings = warnings
+        self._view = view
+        self._mm = mm
+        self._fd = fd
+        self._lock_fd = lock_fd
+        self._sync = sync
+
+    @property
+    def buf(self) -> memoryview:
+        """The region's bytes."""
+        return self._view
+
+    @property
+    def size(self) -> int:
+        """Bytes in the region."""
+        return len(self._view)
+
+    def flush(self, offset: int, length: int) -> None:
+        """msync ``[offset, offset+length)`` for backends whose stores go
+        through a page cache (files, pmem); uncached /dev/mem needs none."""
+        if not self._sync or self._mm is None or length <= 0:
+            return
+        lo = offset - offset % _PAGE
+        hi = min(offset + length, len(self._mm))
+        self._mm.flush(lo, hi - lo)
+
+    def may_reset(self, problem: RingFormatError) -> bool:
+        """Memory (pmem, /dev/mem, buffers) holding anything but a current
+        ring may be formatted: after a cold boot it holds garbage.  A file
+        only when it is new, all zero, or a ring of an older version or
+        other geometry: a file of another format is never overwritten."""
+        if self.kind != "file" or self.created:
+            return True
+        if problem.reason == "version":
+            return problem.version is not None and problem.version < VERSION
+        return problem.reason in ("empty", "geometry", "damaged")
+
+    def snapshot(self) -> bytes:
+        """A copy of the region's bytes (one pass over uncached memory)."""
+        return bytes(self._view)
+
+    def close(self) -> None:
+        """Unmap and close.  Views a caller still holds keep the mapping
+        alive until they are released."""
+        self._view.release()
+        if self._mm is not None:
+            with contextlib.suppress(BufferError):
+                self._mm.close()
+        for fd in (self._fd, self._lock_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fd = self._lock_fd = None
+
+    def __enter__(self) -> Region:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def buffer_region(data: bytearray, spec: str = "<buffer>") -> Region:
+    """A region over *data* in this process (tests, benchmarks)."""
+    return Region(spec, "buffer", memoryview(data))
+
+
+def _os_error(spec: str, exc: OSError, doing: str) -> RegionError:
+    hint = ""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        hint = " (needs root)"
+    elif exc.errno == errno.EBUSY:
+        hint = " (mounted, or another memconsole writer has it)"
+    return RegionError(f"{spec}: cannot {doing}: {exc.strerror}{hint}")
+
+
+def _lock(fd: int, spec: str) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise RegionError(f"{spec}: another memconsole writer has this ring") from exc
+        raise _os_error(spec, exc, "lock") from exc
+
+
+def _is_pmem(st: os.stat_result) -> bool:
+    sysdev = Path(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
+    try:
+        real = str(sysdev.resolve(strict=True))
+    except OSError:
+        return False
+    return "/ndbus" in real or re.search(r"/pmem\d+s?$", real) is not None
+
+
+def _map(spec: str, fd: int, size: int, write: bool, offset: int = 0) -> mmap.mmap:
+    prot = mmap.PROT_READ | (mmap.PROT_WRITE if write else 0)
+    try:
+        return mmap.mmap(fd, size, mmap.MAP_SHARED, prot, offset=offset)
+    except OSError as exc:
+        raise _os_error(spec, exc, "map it") from exc
+
+
+def _open_path(spec: RegionSpec, write: bool, create_size: int | None) -> Region:
+    assert spec.path is not None
+    path = spec.path
+    created = False
+    flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_CLOEXEC
+    try:
+        st = os.stat(path)
+        if stat.S_ISBLK(st.st_mode):
+            if not _is_pmem(st):
+                raise RegionError(f"{spec.text}: a block device, but not a pmem device "
+                                  "(nd_pmem); refusing to put a ring on it")
+            if write:
+                # O_EXCL on a block device fails with EBUSY while it is
+                # mounted or claimed (block/bdev.c), and keeps it from being
+                # mounted while the ring is open: never write under a filesystem.
+                flags |= os.O_EXCL
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        if not write:
+            raise RegionError(f"{spec.text}: no such file") from None
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+            created = True
+        except OSError as exc:
+            raise _os_error(spec.text, exc, "create it") from exc
+    except OSError as exc:
+        raise _os_error(spec.text, exc, "open it") from exc
+    try:
+        return _path_region(spec, fd, write, created, create_size)
+    except BaseException:
+        os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+
+
+def _path_region(spec: RegionSpec, fd: int, write: bool, created: bool,
+                 create_size: int | None) -> Region:
+    st = os.fstat(fd)
+    warnings: tuple[str, ...] = ()
+    if stat.S_ISREG(st.st_mode):
+        kind = "file"
+        if created:
+            size = create_size or DEFAULT_RING_SIZE
+            try:
+                # Allocate now: a store into a hole of a full filesystem
+                # through the mapping would be SIGBUS, not an error.
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                raise _os_error(spec.text, exc, f"allocate {size} bytes") from exc
+        else:
+            size = st.st_size
+            if create_size is not None and create_size != size:
+                warnings = (f"{spec.text} exists with {size} bytes; keeping that size, "
+                            f"not {create_size}",)
+    elif stat.S_ISBLK(st.st_mode):
+        kind = "pmem"
+        size = os.lseek(fd, 0, os.SEEK_END)
+        if write and create_size is not None:
+            # A ring in the first create_size bytes of the device (its header
+            # says so: readers map the device and read only that much).
+            if create_size > size:
+                raise RegionError(f"{spec.text}: --ring-size {create_size} exceeds the "
+                                  f"device's {size} bytes")
+            size = create_size
+        elif write:
+            # Without a size, a device that holds a ring keeps that ring's size.
+            with contextlib.suppress(RingFormatError):
+                size = parse_header(os.pread(fd, DATA_OFFSET, 0), size).region_size
+    else:
+        raise RegionError(f"{spec.text}: not a regular file or a pmem block device")
+    if size <= 0:
+        raise RegionError(f"{spec.text}: empty")
+    if write:
+        _lock(fd, spec.text)
+    mm = _map(spec.text, fd, size, write)
+    return Region(spec.text, kind, memoryview(mm), mm=mm, fd=fd, created=created,
+                  sync=write, warnings=warnings)
+
+
+def _read_proc(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise RegionError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _mem_lock(spec: RegionSpec, devmem_fd: int) -> int | None:
+    """Writer lock for a physical range: a lock file per start address under
+    /run/memconsole, or /dev/mem itself when /run is not writable."""
+    assert spec.address is not None
+    try:
+        _LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(_LOCK_DIR / f"mem-{spec.address:x}.lock",
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        _lock(devmem_fd, spec.text)
+        return None
+    try:
+        _lock(fd, spec.text)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _ramoops_params() -> dict[str, bytes]:
+    out = {}
+    for name in ("mem_address", "mem_size"):
+        with contextlib.suppress(OSError):
+            out[name] = (_RAMOOPS_PARAMS / name).read_bytes().strip()
+    return out
+
+
+def _open_mem(spec: RegionSpec, write: bool) -> Region:
+    assert spec.address is not None and spec.size is not None
+    check_mem_range(parse_iomem(_read_proc(_IOMEM)), spec.address, spec.size)
+    # ramoops maps its range without claiming it in /proc/iomem (the vmap
+    # path of fs/pstore/ram_core.c): ask its module parameters.
+    theirs = ramoops_range(_ramoops_params())
+    if theirs and theirs[0] < spec.address + spec.size and spec.address < sum(theirs):
+        raise RegionError(f"{spec.text}: overlaps the range ramoops uses "
+                          f"({theirs[0]:#x}+{theirs[1]:#x})")
+    warnings: tuple[str, ...] = ()
+    with contextlib.suppress(RegionError):
+        ranges = memmap_ranges(_read_proc(_CMDLINE))
+        if not any(a <= spec.address and spec.address + spec.size <= a + s for a, s in ranges):
+            warnings = (f"{spec.text}: reserved, but not by a memmap=SIZE$ADDR option on "
+                        "the kernel command line; make sure firmware does not use it",)
+    flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_SYNC | os.O_CLOEXEC
+    try:
+        fd = os.open("/dev/mem", flags)
+    except OSError as exc:
+        raise _os_error(spec.text, exc, "open /dev/mem") from exc
+    lock_fd = None
+    try:
+        if write:
+            lock_fd = _mem_lock(spec, fd)
+        mm = _map(spec.text, fd, spec.size, write, spec.address)
+    except BaseException:
+        os.close(fd)
+        if lock_fd is not None:
+            os.close(lock_fd)
+        raise
+    return Region(spec.text, "mem", memoryview(mm), mm=mm, fd=fd, warnings=warnings,
+                  lock_fd=lock_fd)
+
+
+def open_region(spec: str, *, write: bool = False, create_size: int | None = None) -> Region:
+    """Open the region named by *spec* for reading or, with *write*, for
+    one writer (an exclusive lock; a second writer gets :class:`RegionError`).
+
+    A writer creates a missing file of *create_size* bytes (default
+    :data:`DEFAULT_RING_SIZE`); for an existing file *create_size* only
+    draws a warning when it differs.
+    """
+    parsed = parse_spec(spec)
+    if parsed.path is None:
+        return _open_mem(parsed, write)
+    return _open_path(parsed, write, create_size)
+
