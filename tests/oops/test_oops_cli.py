@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from memconsole.cli import main
-from memconsole.cli import oops as cmd_oops
+from memconsole.cli import _output, main
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 LAB = FIXTURES / "lab"
@@ -110,10 +109,10 @@ def test_progress_only_on_a_tty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     log = tmp_path / "big.log"
     log.write_bytes((LAB / "6.12" / "null" / "pstore" / "dmesg-ramoops-1").read_bytes() * 200)
-    monkeypatch.setattr(cmd_oops, "_PROGRESS_MIN", 0)
+    monkeypatch.setattr(_output, "PROGRESS_MIN", 0)
     tty = _TTY()
     monkeypatch.setattr(sys, "stderr", tty)
-    monkeypatch.setattr(cmd_oops.time, "monotonic", iter(range(100, 10**6)).__next__)
+    monkeypatch.setattr(_output.time, "monotonic", iter(range(100, 10**6)).__next__)
     assert main(["oops", "--json", str(log)]) == 0
     assert "\rmemconsole oops: " in tty.getvalue() and "MiB (" in tty.getvalue()
     capsys.readouterr()

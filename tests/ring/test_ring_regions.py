@@ -19,7 +19,6 @@ from memconsole.ring.regions import (
     memmap_ranges,
     open_region,
     parse_iomem,
-    parse_size,
     parse_spec,
     ramoops_range,
 )
@@ -29,19 +28,6 @@ RING_FIXTURES = FIXTURES / "ring"
 
 def iomem(release: str) -> list:  # type: ignore[type-arg]
     return parse_iomem((RING_FIXTURES / f"iomem-{release}.txt").read_bytes())
-
-
-@pytest.mark.parametrize("text, value", [
-    ("1M", 1 << 20), ("64K", 65536), ("0x100000", 1 << 20), ("4096", 4096),
-    ("2MiB", 2 << 20), ("1g", 1 << 30)])
-def test_parse_size(text: str, value: int) -> None:
-    assert parse_size(text) == value
-
-
-@pytest.mark.parametrize("bad", ["", "1X", "-1", "0x", "1.5M"])
-def test_parse_size_refuses(bad: str) -> None:
-    with pytest.raises(RegionError, match="bad size"):
-        parse_size(bad)
 
 
 def test_parse_spec() -> None:

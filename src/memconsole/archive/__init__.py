@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from memconsole._common import write_durably
 from memconsole.errors import ArchiveError
 from memconsole.pstore import PstoreRecord, decode_record
 
-__all__ = ["DEFAULT_ARCHIVE_DIR", "Archive", "ArchivedRecord", "read_index", "sha256",
-           "write_durably"]
+__all__ = ["DEFAULT_ARCHIVE_DIR", "Archive", "ArchivedRecord", "read_index", "sha256"]
 
 #: Where ``collect`` archives by default.
 DEFAULT_ARCHIVE_DIR = Path("/var/lib/memconsole")
@@ -87,40 +87,6 @@ def read_index(path: Path, entry: Callable[..., T]) -> list[T]:
         except TypeError as exc:
             raise ArchiveError(f"{path}: bad entry {item!r}") from exc
     return out
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_durably(path: Path, data: bytes, mtime_ns: int | None = None) -> None:
-    """Write *data* to *path* atomically and durably (tmp, fsync, rename,
-    fsync dir).  On failure nothing is left behind and the error propagates."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    try:
-        if mtime_ns is not None:
-            os.utime(tmp, ns=(mtime_ns, mtime_ns))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 class Archive:

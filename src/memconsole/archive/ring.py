@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 from memconsole import oops
-from memconsole.archive import Archive, read_index, sha256, write_durably
+from memconsole._common import write_durably
+from memconsole.archive import Archive, read_index, sha256
 from memconsole.errors import ArchiveError
 from memconsole.history import RingLog
 from memconsole.ring import Gap, RecordType, RingBoot, RingImage, RingRecord, parse_ring

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from memconsole.archive import DEFAULT_ARCHIVE_DIR, Archive, sha256
 from memconsole.archive.ring import RING_NAME, load_ring_logs, read_ring, ring_log
+from memconsole.cli._output import warn
 from memconsole.errors import ConfigError, RegionError, RingFormatError
 from memconsole.history import CrashEvent, RingLog, attach_rings, group_boots, group_events
 from memconsole.pstore import (
@@ -30,11 +30,6 @@ __all__ = ["RING_ENV", "PstoreSource", "add_archive_arg", "add_pstore_arg", "add
 #: Environment variable that gives ``--ring`` its default for ``record``,
 #: ``collect`` and ``list`` (systemd units read it from /etc/default/memconsole).
 RING_ENV = "MEMCONSOLE_RING"
-
-
-def warn(command: str, message: str) -> None:
-    """One diagnostic line on stderr."""
-    print(f"memconsole {command}: {message}", file=sys.stderr)
 
 
 def add_pstore_arg(parser: argparse.ArgumentParser) -> None:

@@ -18,13 +18,13 @@ from memconsole.cli._sources import (
     read_sources,
     warn,
 )
+from memconsole.cli.exitcodes import EXIT_DATA_MISSING, EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
 from memconsole.errors import ArchiveError, RegionError, RingFormatError
 from memconsole.history import RING_MATCH_WINDOW_NS, Boot, group_boots
 from memconsole.ring import RingBoot, current_boot_id
 
 __all__ = ["register", "run"]
 
-EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_DATA_MISSING = 0, 1, 3, 4
 
 
 def register(sub: Any) -> None:

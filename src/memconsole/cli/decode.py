@@ -25,33 +25,30 @@ import base64
 import json
 import mmap
 import os
-import re
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from memconsole import ramoops
+from memconsole._common import size_arg
+from memconsole.cli._output import PROGRESS_MIN, Progress, warn
+from memconsole.cli.exitcodes import EXIT_DATA_MISSING, EXIT_OK, EXIT_PARTIAL
 from memconsole.errors import ConfigError, ParseError
-from memconsole.ramoops import Geometry, Record, ZoneKind, ZoneOrder, ZoneStatus, _rs_batch
-from memconsole.ramoops._detect import detect_ecc
+from memconsole.ramoops import (
+    Geometry,
+    Record,
+    ZoneKind,
+    ZoneOrder,
+    ZoneStatus,
+    detect_ecc,
+    have_numpy,
+)
 
 __all__ = ["register", "run"]
 
-_EXIT_OK, _EXIT_PARTIAL, _EXIT_MISSING = 0, 3, 4
-_SIZE = re.compile(r"^(0x[0-9a-fA-F]+|\d+)([kKmMgG]?)$")
-_MULT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-_PROGRESS_MIN = 4 << 20
-
-
-def _size(text: str) -> int:
-    """argparse type: 4096, 0x1000, 64K, 1M, 2G."""
-    m = _SIZE.match(text.strip())
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use 4096, 0x1000, 64K, 1M)")
-    return int(m.group(1), 0) * _MULT[m.group(2).lower()]
 
 
 def register(subparsers: Any) -> None:
@@ -62,14 +59,14 @@ def register(subparsers: Any) -> None:
         "/dev/mem), mirroring the kernel's own rules.  Without geometry options "
         "the geometry is detected from the zone headers.")
     p.add_argument("image", metavar="IMAGE", help="memory image or device")
-    p.add_argument("--offset", type=_size, default=None,
+    p.add_argument("--offset", type=size_arg, default=None,
                    help="region start in IMAGE (default: 0 with geometry options, "
                    "else detected)")
-    p.add_argument("--mem-size", type=_size, help="ramoops mem_size")
-    p.add_argument("--record-size", type=_size, help="ramoops record_size (default 4096)")
-    p.add_argument("--console-size", type=_size, help="console_size (default 4096)")
-    p.add_argument("--ftrace-size", type=_size, help="ftrace_size (default 4096)")
-    p.add_argument("--pmsg-size", type=_size, help="pmsg_size (default 4096)")
+    p.add_argument("--mem-size", type=size_arg, help="ramoops mem_size")
+    p.add_argument("--record-size", type=size_arg, help="ramoops record_size (default 4096)")
+    p.add_argument("--console-size", type=size_arg, help="console_size (default 4096)")
+    p.add_argument("--ftrace-size", type=size_arg, help="ftrace_size (default 4096)")
+    p.add_argument("--pmsg-size", type=size_arg, help="pmsg_size (default 4096)")
     p.add_argument("--ecc", type=int, help="ecc module parameter (1 means 16 bytes; "
                    "default: detected from the header parity)")
     p.add_argument("--ftrace-cpus", type=int, help="nr_cpu_ids of the crashed kernel "
@@ -122,25 +119,10 @@ def _open(path: str, offset: int | None = None, size: int | None = None
         os.close(fd)
 
 
-def _progress(label: str) -> Callable[[int, int], None] | None:
-    if not sys.stderr.isatty():
-        return None
-    last = [0.0]
-
-    def show(done: int, total: int) -> None:
-        now = time.monotonic()
-        if total < _PROGRESS_MIN or (now - last[0] < 0.1 and done < total):
-            return
-        last[0] = now
-        end = "\n" if done >= total else ""
-        print(f"\r{label}: {done / 2**20:7.1f} / {total / 2**20:.1f} MiB",
-              end=end, file=sys.stderr, flush=True)
-
-    return show
 
 
 def _note(msg: str) -> None:
-    print(f"memconsole decode: {msg}", file=sys.stderr)
+    warn("decode", msg)
 
 
 def _auto_order(mv: memoryview, geom: Geometry) -> Geometry:
@@ -268,13 +250,20 @@ def _run(args: argparse.Namespace, mv: memoryview) -> int:
         geom = _explicit_geometry(args, mv, offset)
     else:
         try:
-            det = ramoops.detect(mv, args.offset or 0, progress=_progress("scanning"))
+            progress = Progress("decode", "scanning")
+            try:
+                det = ramoops.detect(mv, args.offset or 0, progress=progress)
+            finally:
+                progress.close()
         except ParseError as exc:
             if not args.scan:
                 raise
             _note(f"{exc}; scanning for dmesg records without zone headers")
-            recs = ramoops.scan_headerless(mv, args.offset or 0,
-                                           progress=_progress("scanning"))
+            progress = Progress("decode", "scanning")
+            try:
+                recs = ramoops.scan_headerless(mv, args.offset or 0, progress=progress)
+            finally:
+                progress.close()
             return _emit(args, recs, 0, ())
         offset, geom = det.offset, det.geometry
         for line in det.notes:
@@ -286,10 +275,14 @@ def _run(args: argparse.Namespace, mv: memoryview) -> int:
         if args.ftrace_cpus is not None:
             geom = geom.with_(ftrace_cpus=args.ftrace_cpus)
     region = mv[offset:offset + geom.mem_size]
-    if geom.ecc_size and not _rs_batch.have_numpy() and geom.mem_size > _PROGRESS_MIN:
+    if geom.ecc_size and not have_numpy() and geom.mem_size > PROGRESS_MIN:
         _note("numpy is not installed: checking ECC with the standard library, several "
               "times slower on large regions (pip install 'memconsole[fast]')")
-    decoded = ramoops.decode(region, geom, scan=args.scan, progress=_progress("decoding"))
+    progress = Progress("decode", "decoding")
+    try:
+        decoded = ramoops.decode(region, geom, scan=args.scan, progress=progress)
+    finally:
+        progress.close()
     del region
     statuses = [z.status for z in decoded.zones]
     if decoded.zones and all(s in (ZoneStatus.BAD_SIG, ZoneStatus.TRUNCATED)
@@ -322,8 +315,8 @@ def _emit(args: argparse.Namespace, records: tuple[Record, ...], ecc_size: int,
     sys.stdout.flush()
     if not records:
         _note("no records in the region")
-        return _EXIT_MISSING
-    return _EXIT_PARTIAL if problems else _EXIT_OK
+        return EXIT_DATA_MISSING
+    return EXIT_PARTIAL if problems else EXIT_OK
 
 
 def _summary(rec: Record, ecc_size: int) -> str:

@@ -9,11 +9,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from memconsole.cli.exitcodes import EXIT_ERROR, EXIT_OK
 from memconsole.errors import LabError
 
 __all__ = ["STAGE2", "register", "run"]
 
-EXIT_OK, EXIT_ERROR = 0, 1
 
 #: What the rebooted guest runs: collect what ramoops saved, then report it.
 STAGE2 = """\

@@ -7,12 +7,12 @@ import sys
 from typing import Any
 
 from memconsole.cli._sources import add_archive_arg, add_pstore_arg, add_ring_arg, all_events
+from memconsole.cli.exitcodes import EXIT_OK
 from memconsole.history import CrashEvent, current_boot_start_ns
 from memconsole.render import write_jsonl
 
 __all__ = ["register", "run"]
 
-EXIT_OK = 0
 
 
 def register(sub: Any) -> None:

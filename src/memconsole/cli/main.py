@@ -14,21 +14,19 @@ import sys
 from collections.abc import Sequence
 
 from memconsole import __version__
+from memconsole.cli.exitcodes import (
+    EXIT_DATA_MISSING,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+)
 from memconsole.errors import MemconsoleError
 
 __all__ = ["EXIT_DATA_MISSING", "EXIT_ERROR", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE",
            "entry_point", "main"]
 
-#: Everything asked for was done.
-EXIT_OK = 0
-#: The command failed as a whole (bad input, missing prerequisite, ...).
-EXIT_ERROR = 1
-#: The command line itself is wrong (argparse's own code).
-EXIT_USAGE = 2
-#: Batch work finished, but some entries failed; see stderr for each.
-EXIT_PARTIAL = 3
-#: There was nothing to read: no records, no archive, no ring.
-EXIT_DATA_MISSING = 4
 
 # Command modules, in the order ``--help`` lists them.  Add one line per command.
 _COMMAND_MODULES: tuple[str, ...] = (
@@ -91,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"memconsole {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (``memconsole list | head``): not an error.
         # Point stdout at /dev/null so the interpreter's final flush is quiet.

@@ -17,12 +17,13 @@ import gzip
 import os
 import stat
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from memconsole import oops
+from memconsole.cli._output import Progress, warn
+from memconsole.cli.exitcodes import EXIT_DATA_MISSING, EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
 from memconsole.oops import Report, symbolize
 from memconsole.oops import _scan as _logscan
 from memconsole.pstore import PstoreRecord, decode_record, parse_name, read_pstore_dir
@@ -30,8 +31,6 @@ from memconsole.render import write_jsonl
 
 __all__ = ["register", "run"]
 
-EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_DATA_MISSING = 0, 1, 3, 4
-_PROGRESS_MIN = 16 << 20  # files smaller than this scan too fast for a progress line
 _LOG_TYPES = ("dmesg", "console")
 
 
@@ -54,31 +53,7 @@ def register(sub: Any) -> None:
 
 
 def _warn(message: str) -> None:
-    print(f"memconsole oops: {message}", file=sys.stderr)
-
-
-class _Progress:
-    """``PATH: 512/1024 MiB (50%)`` on stderr, rewritten in place; TTY only."""
-
-    def __init__(self, label: str, total: int, position: Any) -> None:
-        self.label, self.total, self.position = label, total, position
-        self.enabled = total >= _PROGRESS_MIN and sys.stderr.isatty()
-        self.last = 0.0
-
-    def __call__(self, _consumed: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self.last < 0.2:
-            return
-        self.last = now
-        done = self.position()
-        sys.stderr.write(f"\rmemconsole oops: {self.label}: {done >> 20}/{self.total >> 20} MiB "
-                         f"({100 * done // max(self.total, 1)}%)")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.last:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
+    warn("oops", message)
 
 
 def _scan_file(path: Path) -> Iterator[Report]:
@@ -87,24 +62,18 @@ def _scan_file(path: Path) -> Iterator[Report]:
         magic = raw.read(2)
         raw.seek(0)
         if magic != b"\x1f\x8b" and stat.S_ISREG(st.st_mode):
-            done = [0]
-
-            def seen(n: int) -> None:
-                done[0] = n
-                progress(n)
-
-            progress = _Progress(str(path), st.st_size, lambda: done[0])
+            progress = Progress("oops", str(path), st.st_size)
             try:
-                yield from _logscan.scan_file(str(path), seen)
+                yield from _logscan.scan_file(str(path), progress)
             finally:
                 progress.close()
             return
         stream: BinaryIO = raw
         if magic == b"\x1f\x8b":
             stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
-        progress = _Progress(str(path), st.st_size, raw.tell)
+        progress = Progress("oops", str(path), st.st_size)
         try:
-            yield from _logscan.scan_stream(stream, progress)
+            yield from _logscan.scan_stream(stream, lambda _n: progress(raw.tell()))
         finally:
             progress.close()
 

@@ -6,14 +6,15 @@ import argparse
 import sys
 from typing import Any
 
+from memconsole._common import size_arg
 from memconsole.cli._sources import add_ring_arg, ring_spec
+from memconsole.cli.exitcodes import EXIT_OK
 from memconsole.ring import Ring
 from memconsole.ring.recorder import Recorder, open_source, sd_notify
-from memconsole.ring.regions import DEFAULT_RING_SIZE, open_region, parse_size
+from memconsole.ring.regions import DEFAULT_RING_SIZE, open_region
 
 __all__ = ["register", "run"]
 
-EXIT_OK = 0
 
 
 def register(sub: Any) -> None:
@@ -27,7 +28,7 @@ def register(sub: Any) -> None:
         "continues after the last record the ring holds.  Exit status 0 on SIGTERM or "
         "end of input, 1 when the ring or the source cannot be opened.")
     add_ring_arg(p, "where to record")
-    p.add_argument("--ring-size", metavar="SIZE", type=parse_size,
+    p.add_argument("--ring-size", metavar="SIZE", type=size_arg,
                    help=f"size of a ring file that does not exist yet (default "
                    f"{DEFAULT_RING_SIZE >> 20}M); e.g. 4M, 0x100000")
     p.add_argument("--source", default="kmsg", metavar="kmsg|stdin|FILE",

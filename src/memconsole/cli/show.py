@@ -8,6 +8,7 @@ from typing import Any
 
 from memconsole.archive.ring import boot_end_line, jsonl, read_ring, render_entries
 from memconsole.cli._sources import add_archive_arg, add_pstore_arg, add_ring_arg, all_events
+from memconsole.cli.exitcodes import EXIT_DATA_MISSING, EXIT_OK
 from memconsole.errors import ConfigError, RingFormatError
 from memconsole.history import current_boot_start_ns
 from memconsole.render import dmesg_text
@@ -15,7 +16,6 @@ from memconsole.ring import RingBoot, RingImage, current_boot_id
 
 __all__ = ["register", "run"]
 
-EXIT_OK, EXIT_DATA_MISSING = 0, 4
 
 
 def register(sub: Any) -> None:

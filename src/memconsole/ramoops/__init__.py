@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memconsole.ramoops._detect import Detection, detect, scan_headerless
+from memconsole.ramoops._detect import Detection, detect, detect_ecc, scan_headerless
 from memconsole.ramoops._dmesg import DmesgHeader, parse_dmesg_header
 from memconsole.ramoops._geometry import (
     HEADER_SIZE,
@@ -45,6 +45,7 @@ from memconsole.ramoops._geometry import (
     rounddown_pow_of_two,
 )
 from memconsole.ramoops._records import Record, build_records, ecc_notice
+from memconsole.ramoops._rs_batch import have_numpy
 from memconsole.ramoops._zone import (
     ZoneHeader,
     ZoneResult,
@@ -75,8 +76,10 @@ __all__ = [
     "decode",
     "decode_zone",
     "detect",
+    "detect_ecc",
     "ecc_layout",
     "ecc_notice",
+    "have_numpy",
     "layout",
     "parse_dmesg_header",
     "parse_header",

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from memconsole.errors import RegionError, RingFormatError
+from memconsole._common import parse_size
+from memconsole.errors import ConfigError, RegionError, RingFormatError
 from memconsole.ring.format import DATA_OFFSET, VERSION, parse_header
 from memconsole.ring.iomem import (
     IomemEntry,
@@ -55,7 +56,6 @@ __all__ = [
     "memmap_ranges",
     "open_region",
     "parse_iomem",
-    "parse_size",
     "parse_spec",
     "ramoops_range",
 ]
@@ -67,18 +67,6 @@ _IOMEM = Path("/proc/iomem")
 _CMDLINE = Path("/proc/cmdline")
 _LOCK_DIR = Path("/run/memconsole")
 _RAMOOPS_PARAMS = Path("/sys/module/ramoops/parameters")
-_SIZE_RE = re.compile(r"^(0[xX][0-9a-fA-F]+|\d+)([KkMmGgTt]?)(?:i?B)?$")
-_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
-
-
-def parse_size(text: str) -> int:
-    """``1M``, ``0x100000``, ``65536``, ``64K``, ``1MiB`` -> bytes."""
-    m = _SIZE_RE.match(text.strip())
-    if m is None:
-        raise RegionError(f"bad size {text!r} (examples: 1M, 64K, 0x100000)")
-    return int(m.group(1), 0) << _SHIFT[m.group(2).lower()]
-
-
 @dataclass(frozen=True)
 class RegionSpec:
     """A parsed ``--ring`` value.
@@ -107,7 +95,10 @@ def parse_spec(spec: str) -> RegionSpec:
             address = int(parts[1], 0)
         except ValueError:
             raise RegionError(f"bad physical address {parts[1]!r} in {spec!r}") from None
-        size = parse_size(parts[2])
+        try:
+            size = parse_size(parts[2])
+        except ConfigError as exc:
+            raise RegionError(f"bad ring spec {spec!r}: {exc}") from None
         if address % _PAGE or size % _PAGE or size == 0:
             raise RegionError(f"{spec}: address {address:#x} and size {size:#x} must be "
                               f"non-zero multiples of the page size ({_PAGE:#x})")
