@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from memconsole import oops
-from memconsole.archive import Archive, ArchiveProblem, read_nofollow, recent_boots
+from memconsole.archive import Archive, ArchiveProblem, read_nofollow, reason, recent_boots
 from memconsole.archive.ring import (
     RING_MATCH_WINDOW_NS,
     RING_NAME,
@@ -343,11 +343,11 @@ def load_ring_logs(archive: Archive, boots: Iterable[str] | None = None
         try:
             text = read_nofollow(path, MAX_RECORD_SIZE)
         except OSError as exc:
-            problems.append(ArchiveProblem(str(path), f"cannot read: {exc.strerror or exc}, "
-                                           "skipped"))
+            problems.append(ArchiveProblem(str(path), f"cannot read: {exc.strerror or exc}; "
+                                           "ring boot skipped"))
             continue
         except ArchiveError as exc:
-            problems.append(ArchiveProblem(str(path), f"{exc}, skipped"))
+            problems.append(ArchiveProblem(str(path), f"{reason(exc, path)}; ring boot skipped"))
             continue
         out.append(RingLog(entry.ring_boot, entry.name, entry.first_ns, entry.last_ns,
                            entry.last_uptime_ns, entry.last_line.encode(), entry.records,

@@ -47,6 +47,7 @@ __all__ = [
     "ArchivedRecord",
     "read_index",
     "read_nofollow",
+    "reason",
     "recent_boots",
     "sha256",
 ]
@@ -119,8 +120,13 @@ def _symlink_refusal(path: Path) -> ArchiveError:
         target = f" (to {os.readlink(path)})"
     except OSError:
         target = ""
-    return ArchiveError(f"{path} is a symbolic link{target}: the archive never follows one; "
+    return ArchiveError(f"{path}: a symbolic link{target}: the archive never follows one; "
                         "remove it, or give the real directory")
+
+
+def reason(exc: Exception, path: Path) -> str:
+    """*exc*'s message without the leading ``PATH: ``."""
+    return str(exc).removeprefix(f"{path}: ")
 
 
 def read_nofollow(path: Path, cap: int) -> bytes:
@@ -138,7 +144,7 @@ def read_nofollow(path: Path, cap: int) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise ArchiveError(f"{path} is not a regular file")
+            raise ArchiveError(f"{path}: not a regular file")
         if st.st_size > cap:
             raise ArchiveError(f"{path}: {st.st_size} bytes, more than the {cap} expected")
         chunks, total = [], 0
@@ -199,7 +205,7 @@ def _ensure_dir(path: Path) -> bool:
     if stat.S_ISLNK(st.st_mode):
         raise _symlink_refusal(path)
     if not stat.S_ISDIR(st.st_mode):
-        raise ArchiveError(f"{path} exists and is not a directory")
+        raise ArchiveError(f"{path}: exists and is not a directory")
     return created
 
 
@@ -278,21 +284,23 @@ class Archive:
         try:
             boots = self.boots()
         except ArchiveError as exc:
-            return {}, [ArchiveProblem(str(self.boots_dir), str(exc))]
+            return {}, [ArchiveProblem(str(self.boots_dir),
+                                       f"{reason(exc, self.boots_dir)}; archive skipped")]
         out: dict[str, list[ArchivedRecord]] = {}
         for boot in boots:
             try:
                 out[boot] = self.records(boot)
             except ArchiveError as exc:
-                problems.append(ArchiveProblem(str(self.boots_dir / boot),
-                                               f"boot skipped: {exc}"))
+                where = self.boots_dir / boot / INDEX_NAME
+                problems.append(ArchiveProblem(str(where),
+                                               f"{reason(exc, where)}; boot {boot} skipped"))
         try:
             links = sorted(n for n in os.listdir(self.boots_dir)
                            if os.path.islink(self.boots_dir / n))
         except OSError:
             links = []
         problems += [ArchiveProblem(str(self.boots_dir / n),
-                                    "a symbolic link, not followed: skipped") for n in links]
+                                    "a symbolic link, not followed; skipped") for n in links]
         return out, problems
 
     def intact(self, entry: ArchivedRecord) -> bool:
@@ -315,10 +323,12 @@ class Archive:
             try:
                 raw = read_nofollow(path, MAX_RECORD_SIZE)
             except OSError as exc:
-                problems.append(ArchiveProblem(str(path), f"cannot read: {_why(exc)}, skipped"))
+                problems.append(ArchiveProblem(str(path), f"cannot read: {_why(exc)}; "
+                                               "record skipped"))
                 continue
             except ArchiveError as exc:
-                problems.append(ArchiveProblem(str(path), f"{exc}, skipped"))
+                problems.append(ArchiveProblem(str(path),
+                                               f"{reason(exc, path)}; record skipped"))
                 continue
             out.append(decode_record(rec.original, raw, rec.mtime_ns, str(path)))
         return out, problems
@@ -432,7 +442,10 @@ class Archive:
         bdir = self.boot_dir(boot)
         digest = sha256(record.raw)
         try:
-            entries = self.records(boot)
+            try:
+                entries = self.records(boot)
+            except ArchiveError as exc:
+                raise ArchiveError(f"cannot archive {record.name} in {bdir}: {exc}") from exc
             for e in entries:
                 if e.sha256 == digest:
                     if not self.intact(e):

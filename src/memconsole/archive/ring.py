@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 from memconsole._common import write_durably
-from memconsole.archive import Archive, ArchiveProblem, read_index, sha256
+from memconsole.archive import Archive, ArchiveProblem, read_index, reason, sha256
 from memconsole.errors import ArchiveError
 from memconsole.ring import Gap, RecordType, RingBoot, RingImage, RingRecord, parse_ring
 from memconsole.ring.format import DATA_OFFSET, FLAG_TRUNCATED, parse_header
@@ -199,8 +199,9 @@ def archived_rings(archive: Archive, boots: Iterable[str] | None = None
         try:
             out += [(b, r) for r in _index(archive, b)]
         except ArchiveError as exc:
-            problems.append(ArchiveProblem(str(archive.boots_dir / b),
-                                           f"ring boots skipped: {exc}"))
+            where = archive.boots_dir / b / RING_INDEX
+            problems.append(ArchiveProblem(str(where), f"{reason(exc, where)}; the ring boots "
+                                           f"of boot {b} skipped"))
     return out, problems
 
 
