@@ -528,7 +528,7 @@ def test_non_regular_files_are_skipped_with_a_line_each(tmp_path: Path) -> None:
     assert "a FIFO" in err and "a symbolic link" in err and "a socket" in err
     assert all(os.path.lexists(p / name) for name in specials)
     assert (elsewhere / "dmesg-ramoops-0").exists()
-    archived = sorted(e["original"] for es in index(archive).values() for e in es)
+    archived = sorted(str(e["original"]) for es in index(archive).values() for e in es)
     assert archived == names
 
 
