@@ -241,11 +241,6 @@ class Archive:
 
     # -- reading -----------------------------------------------------------
 
-    def exists(self) -> bool:
-        """Whether anything was ever archived here (``boots/`` is there, a
-        symlink counts: :meth:`scan` reports it)."""
-        return os.path.lexists(self.boots_dir)
-
     def _check_boots_dir(self) -> None:
         st = os.lstat(self.boots_dir)
         if stat.S_ISLNK(st.st_mode):

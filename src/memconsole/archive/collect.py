@@ -29,14 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from memconsole.archive import Archive, ArchivedRecord, ArchiveProblem, recent_boots
-from memconsole.archive.ring import (
-    RING_MATCH_WINDOW_NS,
-    archived_rings,
-    read_ring,
-    store_ring_boot,
-)
 from memconsole.errors import ArchiveError, RegionError, RingFormatError
 from memconsole.pstore import (
     MAX_RECORD_SIZE,
@@ -49,7 +44,9 @@ from memconsole.pstore import (
     sha256,
 )
 from memconsole.pstore.boots import assign_boots, current_boot_start_ns
-from memconsole.ring import RingBoot, current_boot_id
+
+if TYPE_CHECKING:
+    from memconsole.ring import RingBoot
 
 __all__ = ["DEFAULT_LOCK_WAIT", "CollectEntry", "CollectReport", "Outcome", "collect"]
 
@@ -177,6 +174,8 @@ def _boot_dir_for(ring_boot: RingBoot, next_first: int | None,
                   times: dict[str, list[int]]) -> str:
     """The archive boot directory of the pstore boot whose dump falls within
     or right after *ring_boot*'s records, else one named by its last record."""
+    from memconsole.archive.ring import RING_MATCH_WINDOW_NS
+
     first, last = ring_boot.first_time_ns or 0, ring_boot.last_time_ns or 0
     upper = last + RING_MATCH_WINDOW_NS
     if next_first is not None:
@@ -193,6 +192,10 @@ def _store_ring(archive: Archive, spec: str, problems: list[ArchiveProblem],
                 notes: list[str]) -> list[CollectEntry]:
     """Archive the ring's ended boots that did not stop cleanly or that
     left pstore records, each once."""
+    # Imported here: a collect without --ring (early boot) does not pay for it.
+    from memconsole.archive.ring import archived_rings, read_ring, store_ring_boot
+    from memconsole.ring import current_boot_id
+
     try:
         image = read_ring(spec)
     except RingFormatError as exc:
