@@ -14,13 +14,14 @@ import contextlib
 import gzip
 import io
 import os
+import secrets
 import socket
 import stat
 import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -149,7 +150,7 @@ def test_planted_link_at_the_random_temporary_name(image: Path, tmp_path: Path,
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious\n")
     names = iter(["aaaa0000", "bbbb1111"] * 100)
-    monkeypatch.setattr(cmd_decode.secrets, "token_hex", lambda n: next(names))
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(names))
     for name in kernel_files():
         (out / f".{name}.tmp{os.getpid()}.aaaa0000").symlink_to(victim)
     rc, _, err = run_cli(str(image), "--out", str(out))
@@ -322,11 +323,12 @@ def test_errors_with_live_views_unmap_cleanly(image: Path, monkeypatch: pytest.M
     spy = _Spy(monkeypatch)
 
     def boom(*args: object, **kwargs: object) -> object:
-        held = [x[1:] for x in args if isinstance(x, memoryview)]
+        held: list[object] = [x[1:] for x in args if isinstance(x, memoryview)]
         with contextlib.suppress(ImportError):
             import numpy
 
-            held += [numpy.frombuffer(v, dtype=numpy.uint8) for v in held[:1]]
+            held += [numpy.frombuffer(v, dtype=numpy.uint8) for v in held[:1]
+                     if isinstance(v, memoryview)]
         raise error
 
     opts = ["--ecc", "16"] if where == "batch_suspects" else []
@@ -348,6 +350,16 @@ def test_errors_with_live_views_unmap_cleanly(image: Path, monkeypatch: pytest.M
     assert all(img._mm is None for img in spy.images)
 
 
+@pytest.mark.parametrize("opts", [
+    [], ["--scan"], ["--json"],
+    ["--offset", "0x2000", "--mem-size", "1M", "--record-size", "16K"]])
+def test_success_unmaps_cleanly(image: Path, monkeypatch: pytest.MonkeyPatch,
+                                opts: list[str]) -> None:
+    spy = _Spy(monkeypatch)
+    assert run_cli(str(image), *opts)[0] == 0
+    assert len(spy.images) == 1 and not spy.images[0].leaked
+
+
 def test_library_errors_keep_no_view_of_the_buffer(tmp_path: Path) -> None:
     # After any error the caller can close its mapping: the library keeps
     # no view of it (in caches, globals or the records it built).
@@ -357,7 +369,7 @@ def test_library_errors_keep_no_view_of_the_buffer(tmp_path: Path) -> None:
     p.write_bytes(flood(1 << 20, 4096, 5, 3) + region()[:0x20000])
     with open(p, "rb") as f:
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    calls = [
+    calls: list[Callable[[memoryview], object]] = [
         lambda v: ramoops.detect(v),
         lambda v: ramoops.resolve_geometry(v, record_size=1),
         lambda v: ramoops.resolve_geometry(v, mem_size=len(v) + 1),
@@ -424,10 +436,8 @@ def test_hostile_memory_is_fast(tmp_path: Path, kind: str) -> None:
 
 def test_detection_work_is_linear(monkeypatch: pytest.MonkeyPatch) -> None:
     # Count header reads, the unit of work: doubling a flood doubles them.
-    from memconsole.ramoops import _detect
-
     reads = 0
-    real = _detect.HEADER
+    real = struct.Struct("<Iii")
 
     class Counting:
         size = real.size
@@ -435,9 +445,9 @@ def test_detection_work_is_linear(monkeypatch: pytest.MonkeyPatch) -> None:
         def unpack_from(self, buf: object, pos: int = 0) -> tuple[int, int, int]:
             nonlocal reads
             reads += 1
-            return real.unpack_from(buf, pos)  # type: ignore[arg-type,no-any-return]
+            return real.unpack_from(buf, pos)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_detect, "HEADER", Counting())
+    monkeypatch.setattr("memconsole.ramoops._detect.HEADER", Counting())
     counts = []
     for size in (1 << 20, 2 << 20, 4 << 20):
         reads = 0

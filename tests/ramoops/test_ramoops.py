@@ -415,3 +415,16 @@ def test_header_fast_path_equals_vsscanf(sec: int, usec: int, kind: int, tail: b
         assert got == (slow[2], slow[1][0] * 10**9 + slow[1][1] * 1000, slow[1][2] == ord("C"))
     else:
         assert got.length == dm.vsscanf(text[:96], dm.HDR_PLAIN)[2] or not got.length
+
+
+def test_one_inflate_path() -> None:
+    # Raw inflate lives in pstore/compress.py (with its caps); everything
+    # else calls it.
+    from pathlib import Path
+
+    import memconsole
+
+    root = Path(memconsole.__file__).parent
+    users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
+                   if "decompressobj" in p.read_text() or "zlib.decompress(" in p.read_text())
+    assert users == ["pstore/compress.py"]

@@ -77,6 +77,29 @@ def _rows() -> tuple[list[bytes], list[bytes], list[bytes]]:
     return mul, pow_rows, chien_rows
 
 
+_GEN_STATES: list[list[int]] = [[1]]  # generator of n roots, poly form, n = 0, 1, ...
+
+
+def _genpoly(nroots: int) -> list[int]:
+    """The generator polynomial of *nroots* roots alpha^(fcr + i*prim), in
+    index form, as codec_init() forms it.  Its loop passes through the
+    generator of every smaller root count, so each state is kept: the
+    generators of all sizes cost what the largest does."""
+    a, ix = _ALPHA_TO, _INDEX_OF
+    while len(_GEN_STATES) <= nroots:
+        i = len(_GEN_STATES) - 1
+        gen = [*_GEN_STATES[-1], 1]
+        root = i  # fcr * prim + i * prim with fcr = 0, prim = 1
+        for j in range(i, 0, -1):
+            if gen[j] != 0:
+                gen[j] = gen[j - 1] ^ a[(ix[gen[j]] + root) % _NN]
+            else:
+                gen[j] = gen[j - 1]
+        gen[0] = a[(ix[gen[0]] + root) % _NN]
+        _GEN_STATES.append(gen)
+    return [ix[g] for g in _GEN_STATES[nroots]]
+
+
 def _xor(x: bytes, y: bytes) -> bytes:
     return (int.from_bytes(x, "big") ^ int.from_bytes(y, "big")).to_bytes(len(x), "big")
 
@@ -103,21 +126,7 @@ class Codec:
         if not 1 <= nroots < _NN:
             raise ValueError(f"nroots {nroots} outside 1..254")
         self.nroots = nroots
-        a, ix = _ALPHA_TO, _INDEX_OF
-        # Generator polynomial from its roots alpha^(fcr + i*prim), i < nroots,
-        # as codec_init() forms it, kept in index form.
-        gen = [0] * (nroots + 1)
-        gen[0] = 1
-        for i in range(nroots):
-            root = i  # fcr * prim + i * prim with fcr = 0, prim = 1
-            gen[i + 1] = 1
-            for j in range(i, 0, -1):
-                if gen[j] != 0:
-                    gen[j] = gen[j - 1] ^ a[(ix[gen[j]] + root) % _NN]
-                else:
-                    gen[j] = gen[j - 1]
-            gen[0] = a[(ix[gen[0]] + root) % _NN]
-        self._genpoly = [ix[g] for g in gen]
+        self._genpoly = _genpoly(nroots)
         self._tables_py: list[list[int]] | None = None
 
     # -- encode_rs.c -------------------------------------------------------
@@ -406,7 +415,7 @@ class Codec:
             self._tables_py = tables
         return self._tables_py
 
-    def parity_fast(self, data: bytes | memoryview) -> bytes:
+    def parity_fast(self, data: bytes | bytearray | memoryview) -> bytes:
         """Parity of a block of at most 128 bytes via the position tables."""
         tables = self.position_tables()
         acc = 0
