@@ -140,7 +140,9 @@ def bench_hostile(size: int, tmp: Path, env: dict[str, str], reps: range
                   ) -> list[tuple[str, float, float, int]]:
     from memconsole import ramoops
 
-    rows = []
+    rows = [("python -m memconsole --version (start-up, the floor of the CLI rows)",
+             *_stats([timed([sys.executable, "-m", "memconsole", "--version"], env)
+                      for _ in reps]), size)]
     for what, data in hostile_images(size):
         image = tmp / "hostile.img"
         image.write_bytes(data)

@@ -153,8 +153,8 @@ class _Image:
             raise ConfigError(f"{path} is {_kind(path, st)}: give a memory image, a "
                               "block device or /dev/mem")
         if stat.S_ISCHR(st.st_mode) and (offset is None or mem_size is None):
-            raise ConfigError(f"{path} is /dev/mem: give --offset (the region's physical "
-                              "address) and --mem-size")
+            raise ConfigError(f"{path} is physical memory (/dev/mem): give --offset (the "
+                              "region's physical address) and --mem-size")
         try:
             # O_NONBLOCK: if the name was swapped for a FIFO since the stat,
             # the open still returns at once, and the fstat below refuses it.
@@ -167,7 +167,7 @@ class _Image:
                 raise ConfigError(f"{path} changed while it was opened; not read")
             if stat.S_ISCHR(fst.st_mode):
                 assert offset is not None and mem_size is not None
-                self._data: bytes | mmap.mmap = _read_range(path, fd, offset, mem_size)
+                self._data: bytearray | mmap.mmap = _read_range(path, fd, offset, mem_size)
                 self.base = offset
             else:
                 self._data = self._map(fd, fst)
@@ -207,11 +207,11 @@ class _Image:
             self._mm = None
 
 
-def _read_range(path: str, fd: int, offset: int, size: int) -> bytes:
+def _read_range(path: str, fd: int, offset: int, size: int) -> bytearray:
     """Read *size* bytes at *offset* of /dev/mem, which lets only reserved
     ranges be read (CONFIG_STRICT_DEVMEM); a range that is not fully
     readable is refused, and memory grows only with bytes actually read."""
-    chunks: list[bytes] = []
+    buf = bytearray()
     got = 0
     while got < size:
         try:
@@ -222,9 +222,9 @@ def _read_range(path: str, fd: int, offset: int, size: int) -> bytes:
         if not chunk:
             raise ConfigError(f"{path} ends at {offset + got:#x}, inside --offset "
                               f"{offset:#x} + --mem-size {size:#x}")
-        chunks.append(chunk)
+        buf += chunk
         got += len(chunk)
-    return b"".join(chunks)
+    return buf
 
 
 # -- decoding ------------------------------------------------------------------------

@@ -194,14 +194,18 @@ def _dmesg_run(hits: list[int], mv: memoryview, end: int) -> _Run:
     the distances from each candidate to the next three at least
     :data:`MIN_DMESG_ZONE` away; one missing header is allowed between two
     found ones (unless an ftrace header sits there).  Each candidate is
-    walked at most once per stride, so the work is linear in the hits."""
+    walked at most once per stride, and no walk starts that could not beat
+    the longest run so far, so the work is linear in the hits."""
     found = set(hits)
     best = _Run(hits[0], 0, 1)
     walked: dict[int, set[int]] = {}
+    last = hits[-1]
     for i, base in enumerate(hits):
         j = bisect.bisect_left(hits, base + MIN_DMESG_ZONE, i + 1)
         for nxt in hits[j:j + _STRIDES_PER_BASE]:
             z = nxt - base
+            if (last - base) // z + 1 <= best.members:
+                break  # no longer run can start here (strides only grow)
             seen = walked.setdefault(z, set())
             if base in seen:
                 continue  # inside a run of this stride already walked
