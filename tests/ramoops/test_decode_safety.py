@@ -304,6 +304,18 @@ def test_b_dbgc_repeated(tmp_path: Path) -> None:
         assert "no ramoops zone header" in err and "Traceback" not in err
 
 
+def test_detection_never_returns_a_geometry_the_layout_refuses(
+        image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Whatever the headers claim, detection checks its geometry with
+    # layout() as ramoops_probe() would; here the kernel's zone limit is
+    # lowered below the 63 zones of a real region.
+    monkeypatch.setattr("memconsole.ramoops._geometry.MAX_ZONES", 10)
+    with pytest.raises(ParseError, match="form no layout ramoops_probe"):
+        ramoops.detect(region())
+    rc, _, err = run_cli(str(image))
+    assert rc == 1 and "form no layout ramoops_probe() accepts: 63 dmesg zones" in one_line(err)
+
+
 class _Spy:
     """Records every _Image closed, to check none leaked its mapping."""
 
