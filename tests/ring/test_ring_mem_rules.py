@@ -153,3 +153,44 @@ def test_record_force_flag_is_documented(capsys: pytest.CaptureFixture[str]) -> 
         main(["record", "--help"])
     out = capsys.readouterr().out
     assert "--force" in out and "memmap=" in out
+
+
+def test_memmap_grammar_is_the_kernels() -> None:
+    """memparse(): 0x hex, a leading 0 octal, K..E suffixes; '$' and
+    '%...+2' reserve; an item with trailing text does not count; nothing
+    after '--' (init's arguments).  A leading-zero number used to raise
+    ValueError (int(x, 0)), a 5000-digit one too (int's digit limit)."""
+    from memconsole.ring.iomem import memmap_ranges
+
+    assert memmap_ranges(b"memmap=0100$010") == [(8, 64)]
+    assert memmap_ranges(b"memmap=1M%0x7200000-1+2,2M%0x8000000+2,1M%0x9000000-2+1") == [
+        (0x7200000, 1 << 20), (0x8000000, 2 << 20)]
+    assert memmap_ranges(b"memmap=1M$0x7200000x memmap=1E$0 memmap=0$0x1000") == [(0, 1 << 60)]
+    assert memmap_ranges(b'memmap="64K$0x1000000" -- memmap=1M$0x7200000') == [
+        (0x1000000, 65536)]
+    assert memmap_ranges(b"memmap=" + b"9" * 5000 + b"$0x1000") == []
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_guests_acpi_tables_are_refused(release: str) -> None:
+    """The kernel's own log of the same boot (kmsg-R.bin) places the ACPI
+    tables in 0x1ffe0000-0x1fffffff, the range that /proc/iomem shows as
+    top-level Reserved and unclaimed (check_mem_range alone accepts it):
+    every page holding one is refused for writing and for reading."""
+    import re
+
+    from memconsole.ring.iomem import check_mem_range
+
+    log = (RING_FIXTURES / f"kmsg-{release}.bin").read_bytes()
+    tables = [(m[1].decode(), int(m[2], 16)) for m in
+              re.finditer(rb";ACPI: (\w{4}) 0x([0-9A-F]{16}) ", log)]
+    high = [(name, addr) for name, addr in tables if addr >= 1 << 20]
+    assert {"DSDT", "FACS", "RSDT"} <= {name for name, _ in high}, tables
+    iomem, cmdline = guest(release)
+    for _name, addr in high:
+        page = addr & ~0xFFF
+        check_mem_range(iomem, page, 4096)       # the old rule: accepted (a warning)
+        for write in (True, False):
+            with pytest.raises(RegionError, match="'Reserved' \\(0x1ffe0000-0x1fffffff\\)"):
+                check_mem_access(iomem, page, 4096, cmdline=cmdline,
+                                 firmware=firmware(release), write=write)

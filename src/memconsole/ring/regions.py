@@ -261,6 +261,9 @@ def _open_path(spec: RegionSpec, write: bool, create_size: int | None) -> Region
                 (st.st_dev, st.st_ino, stat.S_IFMT(st.st_mode)):
             os.close(fd)
             raise RegionError(f"{spec.text}: replaced while it was being opened; not using it")
+        # O_NONBLOCK only kept the open itself from waiting; reads of a
+        # device's header must not fail with EAGAIN.
+        os.set_blocking(fd, True)
     try:
         return _path_region(spec, fd, write, created, create_size)
     except BaseException:
@@ -316,7 +319,9 @@ def _path_region(spec: RegionSpec, fd: int, write: bool, created: bool,
         elif write:
             # Without a size, a device that holds a ring keeps that ring's size.
             with contextlib.suppress(RingFormatError):
-                size = parse_header(os.pread(fd, DATA_OFFSET, 0), device).region_size
+                held = parse_header(os.pread(fd, DATA_OFFSET, 0), device).region_size
+                if MIN_REGION <= held <= device:   # a header's claim is checked too
+                    size = held
             if size > MAX_RING_SIZE:
                 raise RegionError(f"{spec.text}: the device has {device} bytes, more than the "
                                   f"largest ring ({MAX_RING_SIZE >> 20} MiB); give --ring-size")
@@ -434,9 +439,9 @@ def open_region(spec: str, *, write: bool = False, create_size: int | None = Non
     draws a warning when it differs.  *force* lets a ``mem:`` range be used
     that the kernel command line did not reserve (see
     :func:`~memconsole.ring.iomem.check_mem_access`); nothing else.
-    Everything is checked before the region is created or opened: a
-    :class:`RegionError` means nothing was created, opened for writing or
-    written.
+    What the spec names is checked before it is opened or created (see the
+    module docstring): a :class:`RegionError` means nothing was created or
+    written, and no device, FIFO or socket was opened.
     """
     parsed = parse_spec(spec)
     if write and create_size is not None:
