@@ -150,6 +150,18 @@ def test_show_list_oops_text_in_any_locale(tmp_path: Path, release: str,
                      r"\(pid \d+\)$", first), first
 
 
+def test_newline_in_a_record_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A name is one line: its newline cannot start a line of its own.
+    name = "dmesg-ramoops\n\x1b]0;x\x07-0"
+    hostile("6.1", tmp_path / "p", name)
+    assert main(["show", "--pstore", str(tmp_path / "p"), "--archive", str(tmp_path / "a")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "Records: dmesg-ramoops\\x0a\\x1b]0;x\\x07-0" and lines[2] == ""
+    assert main(["oops", str(tmp_path / "p")]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"{tmp_path}/p/dmesg-ramoops\\x0a\\x1b]0;x\\x07-0:")
+
+
 @pytest.mark.parametrize(("env", "encoding"), LOCALES[1:3])
 def test_diagnostics_escape_names(tmp_path: Path, env: dict[str, str], encoding: str) -> None:
     empty = tmp_path / DIR

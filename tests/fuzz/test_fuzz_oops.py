@@ -156,6 +156,7 @@ def hostile_seeds() -> list[bytes]:
     real = (FIXTURES / "lab" / "6.12" / "null" / "pstore" / "dmesg-ramoops-1").read_bytes()
     return [
         b"[#" * 30000,
+        b"#" * 30000 + b"[#",
         (b"[#" * 40 + b"\n") * 500,
         b"BUG: a\n" * 500,
         b"Oops: 0000 [#1] SMP\n" * 300,

@@ -136,16 +136,29 @@ def _hits(buf: bytes, lo: int, hi: int, cap: int) -> list[int] | None:
                 break
             m = _HITS.search(view, nextline - base)
         pos = max(stop, nextline)
+    # "[#": memchr for the rare "#" is several times faster than finding the
+    # pair; after many a "#" without "[" the pair is looked for (no Python
+    # step per "#" of a flood of them).
     dies: list[int] = []
-    i = buf.find(_DIE, lo, hi)
+    misses = 0
+    i = buf.find(b"#", lo + 1, hi)
     while i >= 0:
+        if buf[i - 1] != 0x5B:  # "["
+            misses += 1
+            if misses < 64:
+                i = buf.find(b"#", i + 1, hi)
+            else:
+                i = buf.find(_DIE, i, hi)
+                i = i + 1 if i >= 0 else -1
+            continue
+        misses = 0
         if len(out) + len(dies) >= cap:
             return None
-        dies.append(i + 1)
+        dies.append(i)
         nl = buf.find(b"\n", i, hi)
         if nl < 0:
             break
-        i = buf.find(_DIE, nl + 1, hi)
+        i = buf.find(b"#", nl + 2, hi)
     if dies:
         out = sorted(out + dies)
     return out
