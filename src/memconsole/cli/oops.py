@@ -87,6 +87,10 @@ def _scan_file(path: Path) -> Iterator[Report]:
         except (zlib.error, EOFError, gzip.BadGzipFile) as exc:
             # A corrupt or truncated member: what was inflated before it has
             # been scanned and its reports are out.
+            if str(exc).startswith(("CRC check failed", "Incorrect length")):
+                # Found only at the member's end: the damage was inflated.
+                raise _Damaged(f"gzip data fails its integrity check ({exc}); the "
+                               "reports found in it may hold damaged text") from exc
             what = "truncated" if isinstance(exc, EOFError) else "corrupt"
             raise _Damaged(f"{what} gzip data near byte {raw.tell()} of {st.st_size} "
                            f"({exc}); reports before it are listed") from exc
