@@ -174,9 +174,13 @@ def _function_of(text: str) -> str | None:
 
 
 def got_culprit(report: oops.Report) -> str | None:
-    """The function memconsole blames: ``Report.culprit`` when the model has one,
-    else the function its headline names after the last ``" in "`` (when what
+    """The function memconsole blames: ``Report.culprit_name`` (the culprit as the
+    title names it) or ``Report.culprit`` when the model has one, else the function
+    its headline names after the last ``" in "`` (when what
     follows is a frame label, not text such as ``in preemptible [00000000] code``)."""
+    name = getattr(report, "culprit_name", None)
+    if name:
+        return _function_of(str(name))
     culprit = getattr(report, "culprit", None)
     if culprit is not None:
         function = getattr(culprit, "function", culprit)

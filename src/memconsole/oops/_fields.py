@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from memconsole.oops import _patterns as _p
-from memconsole.oops._model import Frame
+from memconsole.oops._model import Frame, Kind
 
 __all__ = ["FieldsMixin", "hex_int"]
 
@@ -39,8 +39,9 @@ _ACCESS = re.compile(
 _GPF_ADDR = re.compile(rb"address (?P<v>0x[0-9a-f]{1,16})")
 # The "Code:" line: x86 show_opcodes(), arm64 dump_kernel_instr(), arm dump_instr().
 _CODE = re.compile(rb"\s{0,8}Code: (?P<v>.{1,400})")
-# arm64 __show_regs(): "lr : %pS"; arm: "LR is at %pS".
-_LR = re.compile(rb"\s{0,8}(?:lr : |LR is at )(?P<rest>.{1,600})")
+# arm64 __show_regs(): "lr : %pS"; arm: "LR is at %pS"; powerpc show_regs() "LR [%016lx] %pS";
+# riscv show_regs() " ra : %pS".
+_LR = re.compile(rb"\s{0,8}(?:lr : |LR is at |LR \[[0-9a-f]{1,16}\] |ra : )(?P<rest>.{1,600})")
 # Register dump lines: x86 __show_regs() ("RAX: ... RBX: ...", "FS:  ...(0000) GS:...",
 # "CS:  0010 DS: ..."), arm64 ("sp : ...", "x29: ... x28: ...", "pstate: ..."), arm
 # ("sp : ...  ip : ...", "r10: ...", "psr: ..."), i386 ("EAX: ...").
@@ -54,7 +55,7 @@ _REG = re.compile(
 
 # The first byte of every line fields() reads (after indentation): a line
 # starting otherwise is skipped at once (most lines of a log).
-_FIRST = frozenset(bytes([c]) for c in b"CPNTMRIEplLsxrifDFGSHWK#")
+_FIRST = frozenset(bytes([c]) for c in b"CPNTMRIEeplLsxrifDFGSHWK#")
 
 
 def hex_int(raw: bytes) -> int | None:
@@ -99,7 +100,7 @@ class FieldsMixin:
         self.duration: float | None = None
         self.access: str | None = None
 
-    def fields(self, body: bytes, before_trace: bool, kind: str) -> bool:
+    def fields(self, body: bytes, before_trace: bool, kind: Kind) -> bool:
         """Take the field *body* carries; return whether it was one."""
         if body.lstrip(b" \t")[:1] not in _FIRST and not self.modules_open:
             return False
@@ -157,7 +158,7 @@ class FieldsMixin:
             else:
                 self.user_regs = True
             return True
-        m = _p.PC_IS_AT.match(body)
+        m = _p.PC_IS_AT.match(body) or _p.NIP_LINE.match(body) or _p.PSW_LINE.match(body)
         if m:
             self._set_rip(m.group("rest"), 3)
             return True
@@ -190,7 +191,7 @@ class FieldsMixin:
             return True
         return False
 
-    def _details(self, body: bytes, kind: str) -> bool:
+    def _details(self, body: bytes, kind: Kind) -> bool:
         m = _PF.match(body)
         if m:
             self.fault_info.append(_text(body.strip()))
@@ -219,7 +220,7 @@ class FieldsMixin:
             if self.kernel_offset is None:
                 self.kernel_offset = int(m.group("v"), 16)
             return True
-        if kind == "kasan":
+        if kind is Kind.KASAN:
             m = _ACCESS.match(body)
             if m:
                 if self.access is None:
