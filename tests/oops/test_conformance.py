@@ -63,3 +63,19 @@ def test_syzkaller_corpus_thresholds() -> None:
     # Not thresholds of the issue, but guards against a silent slide.
     assert fig.title_agree >= 0.9 * fig.detected, (fig.title_agree, fig.detected)
     assert fig.corrupted_agree >= 0.9 * fig.corrupted_cases
+
+
+def test_needle_scan_equals_parsing_every_line_on_the_corpus() -> None:
+    # The scanner feeds the parser only the lines around needles: on these real logs
+    # of every family it must find exactly what feeding every line finds.
+    corpus = _corpus()
+    if corpus is None:
+        pytest.skip("syzkaller's report corpus is not present")
+    from memconsole.oops import _scan
+
+    bench = _bench()
+    for path in sorted(p for p in corpus.iterdir() if p.name.isdigit()):
+        log = bench.load(path).log
+        fast = [b.report() for b in _scan.parse_builders(log)]
+        full = [b.report() for b in _scan.parse_all_lines(log)]
+        assert fast == full, path.name

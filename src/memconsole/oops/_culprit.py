@@ -40,6 +40,9 @@ class Candidate(NamedTuple):
     """``TASK``, ``IRQ``, ``NMI``... from x86 context markers."""
     offset: int | None = None
     size: int | None = None
+    raw: bool = False
+    """Named by the kernel as the one that did it: not skipped as machinery (only by
+    its family's own skips)."""
 
 
 class Choice(NamedTuple):
@@ -72,6 +75,10 @@ def _re() -> dict[str, re.Pattern[bytes]]:
         # scripts/decode_stacktrace.sh replaces "func+0x1/0x2" by "func (file.c:12)".
         "decoded": re.compile(rb"[ \t]{0,16}(?P<q>\?[ \t]{1,4})?(?P<f>" + _NAME + rb") \("
                               rb"[^()\s]{1,300}:\d{1,7}\)(?P<rest>.{0,20})"),
+        # arch/arm/kernel/traps.c dump_backtrace_entry() since 5.16: "f from g+0x1/0x2".
+        "arm_from": re.compile(rb"[ \t]{0,16}(?P<f>" + _NAME + rb")(?:\+0x[0-9a-f]{1,16}/0x"
+                               rb"[0-9a-f]{1,16})? from (?P<g>[A-Za-z_]\w{0,255})(?:\.[\w.]{1,64})?"
+                               rb"\+0x[0-9a-f]{1,16}/0x[0-9a-f]{1,16}"),
         "ctx": re.compile(rb"[ \t]{0,16}(?:<(?P<close>/?)"
                           rb"(?P<name>TASK|IRQ|NMI|SOFTIRQ|EOI|#[A-Z]{2})>"
                           rb"|(?P<eoe><<EOE>>|<EOE>))"),
@@ -97,6 +104,7 @@ def _re() -> dict[str, re.Pattern[bytes]]:
         "at": re.compile(rb"at: (?:" + _PC + rb" {1,8})?(?P<f>" + _NAME + rb")[.+]"),
         "pc": re.compile(_PC + rb" {1,8}(?P<f>" + _NAME + rb")[.+]"),
         "last_fn": re.compile(rb"last function: (?P<f>[A-Za-z0-9_]{1,256})"),
+        "caller_is": re.compile(rb"[ \t]{0,16}caller is (?P<f>" + _NAME + rb")[+ (]"),
         "which_became": re.compile(rb"which became .{0,300} at:"),
         "access": re.compile(rb"\b(?P<rw>Read|Write) (?:of size|at addr)"),
         "should_fail": re.compile(
@@ -147,7 +155,7 @@ def stack_missing(bodies: Sequence[bytes]) -> str | None:
 def frames_of(body: bytes, context: str = "TASK") -> list[Candidate]:
     """The reliable frames one line holds (two for arm's ``(f) from (g)``)."""
     rx = _re()
-    if b"+0x" not in body and b") from " not in body:
+    if b"+0x" not in body:
         if b":" in body and b"(" in body:
             d = rx["decoded"].match(body)
             if d and d.group("q") is None and b"[inline]" not in d.group("rest"):
@@ -158,6 +166,11 @@ def frames_of(body: bytes, context: str = "TASK") -> list[Candidate]:
         out = [Candidate(m.group("f").decode(), _mod(m.group("fmod")), context),
                Candidate(m.group("g").decode(), _mod(m.group("gmod")), context)]
         return out
+    if b" from " in body:
+        m = rx["arm_from"].match(body)
+        if m:
+            return [Candidate(m.group("f").decode(), None, context),
+                    Candidate(m.group("g").decode(), None, context)]
     m = rx["frame"].match(body)
     if m is None or m.group("q") is not None or m.group("paren") is not None:
         return []
@@ -294,6 +307,9 @@ def _source(src: Src, lines: _Lines) -> list[Candidate]:
     if src is Src.PAGE_LAST_ALLOCATED:
         j = lines.find_text(b"page last allocated", lines.pos)
         return lines.frames(j + 1)[0] if j < len(lines.bodies) else []
+    if src is Src.CALLER_IS:
+        hit = lines.find(rx["caller_is"], lines.pos)
+        return [Candidate(hit[1].group("f").decode(), None, "", raw=True)] if hit else []
     if src is Src.LAST_FUNCTION:
         hit = lines.find(rx["last_fn"], 0)
         return [Candidate(hit[1].group("f").decode(), None, "")] if hit else []
@@ -301,12 +317,15 @@ def _source(src: Src, lines: _Lines) -> list[Candidate]:
 
 
 def _irq_rip(lines: _Lines) -> list[Candidate]:
-    """RCU stall: from the first timer interrupt frame, the RIP it interrupted and the
-    frames after it (tree_stall.h prints the stalled CPU's stack from its timer tick)."""
+    """RCU stall: from the first timer interrupt frame (x86 ``apic_timer_interrupt``,
+    arm64 ``el1h_64_irq``, ``el1_irq`` before 5.12, arm ``Exception stack``), the RIP it
+    interrupted and the frames after it (tree_stall.h prints the stalled CPU's stack from
+    its timer tick)."""
     bodies = lines.bodies
     for j in range(lines.pos, len(bodies)):
         b = bodies[j]
-        if b"apic_timer_interrupt" in b or b"el1h_64_irq" in b or b"Exception stack" in b:
+        if (b"apic_timer_interrupt" in b or b"el1h_64_irq" in b or b"el1_irq+" in b
+                or b"Exception stack" in b):
             for k in range(j, len(bodies)):
                 if k > j and lines.is_stack(k):
                     break
@@ -322,7 +341,7 @@ def _skipped(c: Candidate, family: Family) -> bool:
     if family.raw:
         return False
     name = _m.normalize_function(c.name)
-    if _m.is_machinery(name):
+    if not c.raw and _m.is_machinery(name):
         return True
     skip = family.skip_re
     return skip is not None and skip.search(name) is not None
@@ -377,6 +396,12 @@ def _callers(family: Family, kept: list[Candidate], i: int, lines: _Lines) -> tu
     after = kept[i + 1:]
     if not after:
         after = [c for c in _source(Src.TRACE, lines) if not _skipped(c, family)]
+    ctx = kept[i].context
+    if ctx:
+        # An interrupt's frames end where the interrupted context's begin: those are not
+        # the culprit's callers.
+        same = [c.context == ctx for c in after]
+        after = after[:same.index(False)] if False in same else after
     if family.pick is Pick.STALL:
         # Past the dispatch frame the stack is the kernel's plumbing, not the bug.
         for j, c in enumerate(after):

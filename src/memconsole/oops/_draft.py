@@ -211,7 +211,8 @@ class Draft(_f.FieldsMixin):
             if _p.TRACE_HEADER.match(body):
                 self.trace = 1
                 return True
-            m = _p.ARM_FROM.match(body)
+            m = _p.ARM_FROM.match(body) or (
+                _p.ARM_FROM_SYM.match(body) if b" from " in body else None)
             if not m:
                 return False
             self.trace = 1  # arm unwind_backtrace() output without a header
@@ -232,7 +233,8 @@ class Draft(_f.FieldsMixin):
             s = s[m.end():]
         if marked and not s.strip():
             return True
-        arm = _p.ARM_FROM.match(s) if b"[<" in s[:12] else None
+        arm = (_p.ARM_FROM.match(s) if b"[<" in s[:12] else
+               _p.ARM_FROM_SYM.match(s) if b" from " in s else None)
         raw = (_p.RawFrame(arm.group("func"), None, None, arm.group("mod"), True, False)
                if arm else _p.parse_frame(s, bare=True))
         if raw is not None:

@@ -69,6 +69,9 @@ class Src(enum.Enum):
     """The frames after page_owner's ``page last allocated via order ...``."""
     LAST_FUNCTION = "last-function"
     """``last function: FUNC`` of a workqueue leaked lock report."""
+    CALLER_IS = "caller-is"
+    """``caller is FUNC+0x..`` of check_preemption_disabled(): the function that used
+    the per-CPU value, machinery or not."""
 
 
 class Pick(enum.Enum):
@@ -274,8 +277,8 @@ FAMILIES: tuple[Family, ...] = (
       rb"BUG: using (?P<fn>[a-z_]{1,40})\(\) in preemptible",
       "BUG: using {fn}() in preemptible code in {c}",
       "lib/smp_processor_id.c check_preemption_disabled()",
-      _TRACE, skip=("dump_stack", "preemption", "preempt", "debug_", "processor_id",
-                    "this_cpu")),
+      (Src.CALLER_IS,), _TRACE, skip=("dump_stack", "preemption", "preempt", "debug_",
+                                      "processor_id", "this_cpu")),
     F("wq-leak", Kind.BUG, b"BUG: ", rb"BUG: workqueue leaked lock or atomic",
       "BUG: workqueue leaked lock or atomic in {c}", "kernel/workqueue.c process_one_work()",
       (Src.LAST_FUNCTION,)),
@@ -476,7 +479,7 @@ FAMILIES: tuple[Family, ...] = (
     F("warning", Kind.WARNING, b"WARNING: ",
       rb"WARNING: (?:(?P<loc3>\S{1,300}:\d{1,7}) at (?P<func3>[^\s,]{1,300}), CPU#(?P<cpu>\d{1,5})"
       rb": (?P<comm>.{0,64})/(?P<pid>\d{1,10})"
-      rb"|CPU: (?P<cpu2>\d{1,5}) PID: (?P<pid2>\d{1,10}) at (?P<loc>\S{1,300}?:\d{1,7})"
+      rb"|CPU: (?P<cpu2>\d{1,5}) PID: (?P<pid2>-?\d{1,10}) at (?P<loc>\S{1,300}?:\d{1,7})"
       rb"(?: (?P<func>.{1,300}))?"
       rb"|at (?P<loc2>\S{1,300}?:\d{1,7})(?: (?P<func2>.{1,300}))?)",
       "WARNING in {c}",

@@ -37,6 +37,8 @@ _ACCESS = re.compile(
     rb"(?: by task .{1,80})?)")
 # x86 __die_header() GPF: "general protection fault, probably for non-canonical address 0x...".
 _GPF_ADDR = re.compile(rb"address (?P<v>0x[0-9a-f]{1,16})")
+# mm/kmemleak.c print_unreferenced(): '  comm "%s", pid %d, jiffies %lu'.
+_LEAK_TASK = re.compile(rb'\s{0,8}comm "(?P<comm>.{0,64})", pid (?P<pid>\d{1,10}), jiffies')
 # The "Code:" line: x86 show_opcodes(), arm64 dump_kernel_instr(), arm dump_instr().
 _CODE = re.compile(rb"\s{0,8}Code: (?P<v>.{1,400})")
 # arm64 __show_regs(): "lr : %pS"; arm: "LR is at %pS"; powerpc show_regs() "LR [%016lx] %pS";
@@ -55,7 +57,7 @@ _REG = re.compile(
 
 # The first byte of every line fields() reads (after indentation): a line
 # starting otherwise is skipped at once (most lines of a log).
-_FIRST = frozenset(bytes([c]) for c in b"CPNTMRIEeplLsxrifDFGSHWK#")
+_FIRST = frozenset(bytes([c]) for c in b"CPNTMRIEeplLsxrifDFGSHWK#c")
 
 
 def hex_int(raw: bytes) -> int | None:
@@ -220,6 +222,11 @@ class FieldsMixin:
             if self.kernel_offset is None:
                 self.kernel_offset = int(m.group("v"), 16)
             return True
+        if kind is Kind.MEMORY_LEAK:
+            m = _LEAK_TASK.match(body)
+            if m:
+                self._take_task(int(m.group("pid")), m.group("comm"))
+                return True
         if kind is Kind.KASAN:
             m = _ACCESS.match(body)
             if m:

@@ -18,7 +18,8 @@ from typing import NamedTuple
 
 # Private to memconsole.oops; listed for readers, not for star-imports.
 __all__ = [
-    "ARM_CPU_LINE", "ARM_FROM", "BANNER", "CONTEXT_MARK", "CPU_LINE", "CUT_HERE", "EFLAGS_CPU",
+    "ARM_CPU_LINE", "ARM_FROM", "ARM_FROM_SYM", "BANNER", "CONTEXT_MARK", "CPU_LINE", "CUT_HERE",
+    "EFLAGS_CPU",
     "EIP_AT", "END_MARKER", "GLUED_DIE", "HEXWORD", "HUNG_HEAD", "HUNG_TAIL", "IP_LINE", "MAX_LINE",
     "MODULES", "MODULE_TOKEN", "NEEDLES", "NEEDLE_RE", "NIP_LINE", "PANIC", "PC_IS_AT",
     "PC_LINE", "PID_LINE", "PROCESS_LINE", "PSW_LINE", "RIP_LINE", "TAINT_LINE",
@@ -144,7 +145,7 @@ def strip_prefix(raw: bytes) -> Line:
     m = _STAMP.match(line, pos) if line[pos:pos + 1] == b"[" else None
     if m is None and b"] " in line[pos + 9:]:
         m2 = _SPLICE.search(line, pos + 1)
-        if m2:
+        if m2 and not NEEDLE_RE.search(line, pos, m2.start()):
             m = _STAMP.match(line, m2.start())
     if m:
         stamp = (m.group(1), m.group(2))
@@ -163,7 +164,8 @@ def strip_prefix(raw: bytes) -> Line:
                 prefixed = True
         if b"] " in line[pos + 9:]:
             m2 = _SPLICE.search(line, pos + 1)
-            if m2:
+            # A report's first line is kept even when another message was glued to it.
+            if m2 and not NEEDLE_RE.search(line, pos, m2.start()):
                 return strip_prefix(line[m2.start():])
     return Line(line[pos:].rstrip(b"\r"), stamp, caller, prefixed)
 
@@ -400,6 +402,11 @@ _RAW = re.compile(
 ARM_FROM = re.compile(
     rb"\s{0,8}\[<[0-9a-f]{1,16}>\] \((?P<func>[^\s()]{1,256})(?: \[(?P<mod>[\w-]{1,64})\])?\)"
     rb" from \[<"
+)
+# arm dump_backtrace_entry() since 5.16 (no addresses): " func from caller+0x10/0x14".
+ARM_FROM_SYM = re.compile(
+    rb"\s{0,8}(?P<func>[A-Za-z_.$][\w.$]{0,255})(?:\+0x[0-9a-f]{1,16}/0x[0-9a-f]{1,16})?"
+    rb"(?: \[(?P<mod>[\w-]{1,64})\])? from [A-Za-z_.$][\w.$]{0,255}\+0x"
 )
 # 2.6.2x "IP: [<f88dec25>] :radeon:radeon_cp_init_ring_buffer+0x90/0x302"
 _OLD_MODPREFIX = re.compile(rb":(?P<mod>[\w-]{1,64}):")
