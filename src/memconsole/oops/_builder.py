@@ -66,6 +66,8 @@ _NEVER_INSIDE = frozenset({"invalid-opcode", "double-fault", "netdev-wait"})
 # Start lines that are someone else's message when they come in the middle of a
 # report's call trace without caller ids to tell them apart.
 _NOT_IN_TRACE = frozenset({"oom"})
+# The first byte of an announcing line: "----[ cut here ]", "====", "list_del corruption".
+_ANNOUNCER_LEADS = frozenset((b"-", b"=", b"l"))
 # What a list corruption message announces (lib/list_debug.c CHECK_DATA_CORRUPTION()).
 _LIST_ANNOUNCED = {"kernel-bug": _fam.LIST_BUG, "list-bug": _fam.LIST_BUG,
                    "invalid-opcode": _fam.LIST_BUG, "warning": _fam.LIST_WARNING,
@@ -152,9 +154,11 @@ class LineParser:
 
     def _route(self, line: _p.Line) -> Draft | None:
         ctx = line.context
-        d = self.open.get(self._slot(ctx))
+        d = self.open.get(ctx)
         if d is not None:
             return d
+        if ctx == b"" and None in self.open:
+            return self.open[None]  # a report without stamps, a line with one
         if ctx is not None and ctx[:1] == b"C":
             # lib/nmi_backtrace.c: after "Sending NMI from CPU" every CPU prints its stack.
             for other in self.open.values():
@@ -178,7 +182,11 @@ class LineParser:
         self._seq += 1
 
     def _expire(self, idx: int) -> None:
-        for key in [k for k, d in self.open.items() if not d.open(idx)]:
+        closing = None
+        for key, d in self.open.items():
+            if not d.open(idx):
+                closing = [*(closing or ()), key]
+        for key in closing or ():
             self._close(key)
 
     def _begin(self, key: bytes | None, d: Draft) -> None:
@@ -254,7 +262,7 @@ class LineParser:
         ``%s``), folded into the open report where :data:`_FOLDS` says so."""
         body = line.body
         text_ = body.lstrip(b" \t")
-        hit = _fam.match(text_) if _p.NEEDLE_RE.search(text_, 0, 400) else None
+        hit = _fam.match(text_) if _p.START_HINT.search(text_, 0, 400) else None
         if hit is None and b"[#" in text_:
             glued = _p.GLUED_DIE.search(text_, 1)
             if glued:  # 4.x kasan_init_64.c printed its hint without a newline
@@ -364,9 +372,10 @@ class LineParser:
         """Any other line: part of the open report of its context, if any; for the
         other open reports, a line of someone else."""
         d = self._route(line)
-        for other in self.open.values():
-            if other is not d:
-                other.foreign += 1
+        if len(self.open) > 1 or d is None:
+            for other in self.open.values():
+                if other is not d:
+                    other.foreign += 1
         if d is not None:
             d.feed(line.body, idx, e)
             if d.ctx is not None and d.ctx in self.shadows:
@@ -391,10 +400,17 @@ class LineParser:
         line = _p.strip_prefix(raw)
         if self.open:
             self._expire(idx)
-        if (self._panic_line(idx, s, e, line) or self._start_line(idx, s, e, line)
-                or self._die_line(idx, s, e, line) or self._announcer(idx, s, e, line)):
+        body = line.body
+        # Panic lines, start lines and die headers all hold a needle (steps 1-3); a hung
+        # task line whose comm held a newline continues on the next line.
+        if (_p.START_HINT.search(body, 0, 400) or self.hung is not None) and (
+                self._panic_line(idx, s, e, line) or self._start_line(idx, s, e, line)
+                or self._die_line(idx, s, e, line)):
             return
-        self._report_line(idx, s, e, line)
+        if body.lstrip(b" \t")[:1] in _ANNOUNCER_LEADS and self._announcer(idx, s, e, line):
+            return
+        if self.open:
+            self._report_line(idx, s, e, line)
 
     def finish(self) -> list[Draft]:
         """Close the open reports; return every report, in order."""

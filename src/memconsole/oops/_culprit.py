@@ -26,8 +26,8 @@ from typing import NamedTuple
 from memconsole.oops import _machinery as _m
 from memconsole.oops._families import Family, Pick, Src
 
-__all__ = ["Candidate", "Choice", "choose", "clean_title", "frames_of", "replace_dynamic",
-           "stack_missing"]
+__all__ = ["Candidate", "Choice", "choose", "clean_title", "frames_of", "maybe_stack",
+           "replace_dynamic", "stack_flags", "stack_missing"]
 
 
 class Candidate(NamedTuple):
@@ -127,21 +127,32 @@ def _stack_res() -> tuple[tuple[re.Pattern[bytes], ...], re.Pattern[bytes], re.P
     return tuple(re.compile(p) for p in _STACK_STARTS), re.compile(_RISCV_STACK), frame
 
 
-def stack_missing(bodies: Sequence[bytes]) -> str | None:
+def maybe_stack(body: bytes) -> bool:
+    """False when *body* cannot be a stack header (most lines): the words one of the
+    stack headers holds, a cheap test before the regular expressions."""
+    return (b"race" in body or b"llocated" in body or b"reed" in body or b"acktrace" in body
+            or b"Uninit" in body or b"badaddr" in body or b"Local var" in body)
+
+
+def stack_missing(bodies: Sequence[bytes], stack: list[bool | None] | None = None) -> str | None:
     """Why a report that should hold a stack does not (syzkaller's isCorrupted):
     a stack header with fewer than 4 lines after it, or no frame in the 15 lines
-    after it; no stack at all.  ``None`` when the stack is there."""
+    after it; no stack at all.  ``None`` when the stack is there.  *stack* is the
+    :func:`stack_flags` cache of *bodies*."""
     starts, riscv, frame = _stack_res()
     found = False
+    lines = _Lines(bodies, None, stack if stack is not None and len(stack) == len(bodies)
+                   else None)
+    candidates = [(i, b) for i, b in enumerate(bodies) if lines.is_stack(i)]
     for pattern in (*starts, riscv):
-        at = next((i for i, b in enumerate(bodies) if pattern.search(b)), None)
+        at = next((i for i, b in candidates if pattern.search(b)), None)
         if at is None:
             continue
         if len(bodies) - at < 4:
             return "call trace is missed"
         ok = False
         for b in bodies[at + 1:at + 16]:
-            if any(p.search(b) for p in starts) or riscv.search(b):
+            if maybe_stack(b) and (any(p.search(b) for p in starts) or riscv.search(b)):
                 break
             if b"(stack is not available)" in b or frame.match(b):
                 ok = True
@@ -187,16 +198,18 @@ def _mod(raw: bytes | None) -> str | None:
 class _Lines:
     """The report's lines as the sources walk them (a cursor over the bodies)."""
 
-    def __init__(self, bodies: Sequence[bytes], header: Candidate | None) -> None:
+    def __init__(self, bodies: Sequence[bytes], header: Candidate | None,
+                 stack: list[bool | None] | None = None) -> None:
         self.bodies = bodies
         self.header = header
         self.pos = 1  # after the start line
-        self._stack: list[bool | None] = [None] * len(bodies)
+        self._stack: list[bool | None] = stack if stack is not None else [None] * len(bodies)
 
     def is_stack(self, i: int) -> bool:
         v = self._stack[i]
         if v is None:
-            v = self._stack[i] = _re()["stack"].search(self.bodies[i], 0, 400) is not None
+            b = self.bodies[i]
+            v = self._stack[i] = maybe_stack(b) and _re()["stack"].search(b, 0, 400) is not None
         return v
 
     def frames(self, lo: int) -> tuple[list[Candidate], int]:
@@ -410,21 +423,31 @@ def _callers(family: Family, kept: list[Candidate], i: int, lines: _Lines) -> tu
     return tuple(after)
 
 
-def choose(family: Family, bodies: Sequence[bytes], header: Candidate | None) -> Choice:
+def stack_flags(bodies: Sequence[bytes]) -> list[bool | None]:
+    """A cache for which of *bodies* are stack headers (shared by :func:`choose` and
+    :func:`stack_missing`; filled on demand)."""
+    return [None] * len(bodies)
+
+
+def choose(family: Family, bodies: Sequence[bytes], header: Candidate | None,
+           stack: list[bool | None] | None = None) -> Choice:
     """The culprit of a report of *family* whose lines are *bodies* (the start line
-    first); *header* is the function the start line names, if any."""
+    first); *header* is the function the start line names, if any; *stack* a
+    :func:`stack_flags` cache for *bodies*."""
     if not family.sources:
         return Choice(None, None, (), None)
+    if stack is None or len(stack) != len(bodies):
+        stack = stack_flags(bodies)
     for sources in (family.sources, family.fallback):
         if not sources:
             continue
-        lines = _Lines(bodies, header)
+        lines = _Lines(bodies, header, stack)
         kept = [c for c in _candidates(family, lines, sources) if not _skipped(c, family)]
         i = _pick(family, kept)
         if i is not None:
             culprit = kept[i]
             reason = None
-            if any(_re()["should_fail"].match(b) for b in bodies):
+            if any(b"should_fail" in b and _re()["should_fail"].match(b) for b in bodies):
                 reason = "fault injection frames in the report"
             return Choice(culprit, _title_name(family, culprit),
                           _callers(family, kept, i, lines), reason)
@@ -469,6 +492,7 @@ def iter_accesses(bodies: Sequence[bytes]) -> Iterator[str]:
     """``Read``/``Write`` from a KASAN report's access lines, in order."""
     rx = _re()["access"]
     for b in bodies[1:40]:
-        m = rx.search(b)
-        if m:
-            yield m.group("rw").decode()
+        if b"Read" in b or b"Write" in b:
+            m = rx.search(b)
+            if m:
+                yield m.group("rw").decode()

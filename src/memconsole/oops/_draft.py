@@ -10,6 +10,7 @@ the immutable :class:`memconsole.oops.Report`.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from memconsole.oops import _culprit as _c
@@ -34,8 +35,9 @@ _MAX_BODY = 600
 # unrelated lines in a row (or this many lines in total) close it.
 MAX_GAP = 40
 MAX_LINES = 4000
-# After its call trace ended, or after an end marker, a report needs fewer.
-_TRAILER_GAP = 8
+# After the kernel's end marker a report needs fewer: only a panic line (a needle,
+# found anyway) and "Kernel Offset:" can follow.
+_TRAILER_GAP = 4
 # A die() header or secondary marker is absorbed this many lines into a report.
 _HEADER_LINES = 40
 # Reports whose culprit is from a stack: lines that mean another report was
@@ -110,6 +112,8 @@ class Draft(_f.FieldsMixin):
         self.announced_leak = False
         # Lines of this report's task after another report started in it (caller ids).
         self.extra: list[bytes] = []
+        self._cut: bool | None = None
+        self._stack: list[bool | None] | None = None  # stack header flags of bodies
         self.apply(groups)
 
     # -- state ---------------------------------------------------------------
@@ -160,8 +164,8 @@ class Draft(_f.FieldsMixin):
     def keep(self, body: bytes) -> None:
         """Keep a line of the report for the culprit rules."""
         if len(self.bodies) < _MAX_BODIES:
-            if self.cut_at is None and self.ctx in (None, b"") and any(
-                    s in body for s in _FOREIGN_STACKS):
+            if (self.cut_at is None and (b"FAULT" in body or b"vmalloc:" in body)
+                    and self.ctx in (None, b"") and any(s in body for s in _FOREIGN_STACKS)):
                 self.cut_at = len(self.bodies)
             self.bodies.append(body[:_MAX_BODY])
 
@@ -199,7 +203,7 @@ class Draft(_f.FieldsMixin):
             self.touch(idx, end)
         else:
             self.gap += 1
-        if _p.END_MARKER.match(body):
+        if b"---[ end" in body and _p.END_MARKER.match(body):
             self.ended = True
             self.trace = 2
 
@@ -278,7 +282,9 @@ class Draft(_f.FieldsMixin):
             return from_panic._replace(corrupted_reason=None)
         if header is not None and self._kasan_cut():
             return _c.Choice(header, _m.normalize_function(header.name), (), None)
-        choice = _c.choose(family, bodies, header)
+        self._stack = _c.stack_flags(self.bodies)
+        choice = _c.choose(family, bodies, header,
+                           self._stack if bodies is self.bodies else None)
         if choice.culprit is None and self.extra:
             # Lines of the same task printed after another report began in the middle
             # of this one (caller ids tell them apart): syzkaller reads them too.
@@ -286,15 +292,17 @@ class Draft(_f.FieldsMixin):
         return choice
 
     def _fields(self, choice: _c.Choice) -> dict[str, str]:
+        wanted = _template_fields(self.family.title)
         g = {k: printable(text(v)) for k, v in self.groups.items()}
-        out = {k: _c.replace_dynamic(v) for k, v in g.items()}
+        out = {k: _c.replace_dynamic(v) for k, v in g.items() if k in wanted}
         out["c"] = choice.title_name or ""
         hf2 = self.groups.get("hf2")
         out["c2"] = f" / {_m.normalize_function(text(hf2))}" if hf2 else ""
         out["rw"] = f" {g['rw']}" if g.get("rw") else ""
-        out["access"] = next(_c.iter_accesses(self.bodies), "")
+        out["access"] = (next(_c.iter_accesses(self.bodies), "") if "{access}" in self.family.title
+                         else "")
         out["lvl"] = g.get("lvl", "BUG")
-        out["tail"] = _c.replace_dynamic(g.get("tail", ""))
+        out["tail"] = _c.replace_dynamic(g["tail"]) if "tail" in g else ""
         if self.family is _fam.DIE:
             what = g.get("what", "Oops")
             out["what"] = ("kernel BUG" if what.endswith("BUG") else
@@ -306,8 +314,10 @@ class Draft(_f.FieldsMixin):
     def _kasan_cut(self) -> bool:
         """A KASAN report without its access line (syzkaller titles it from its first
         line alone, as corrupted)."""
-        return self.family.id in ("kasan", "kasan-addr") and not any(
-            _c.iter_accesses(self.bodies))
+        if self._cut is None:
+            self._cut = self.family.id in ("kasan", "kasan-addr") and not any(
+                _c.iter_accesses(self.bodies))
+        return self._cut
 
     def _title(self, choice: _c.Choice) -> str:
         template = self.family.title
@@ -334,7 +344,8 @@ class Draft(_f.FieldsMixin):
             cat = _p.panic_category(self.panic_reason)
             if cat in _CONSEQUENCES:
                 return "the report this panic follows is missing"
-            return None if self.family.id in _fam.STACKLESS else _c.stack_missing(self.bodies)
+            return (None if self.family.id in _fam.STACKLESS
+                    else _c.stack_missing(self.bodies, self._stack))
         if choice.corrupted_reason is not None:
             return choice.corrupted_reason
         start = self.bodies[0]
@@ -345,7 +356,7 @@ class Draft(_f.FieldsMixin):
         if self._kasan_cut():
             return "no access line"
         if self.family.id not in _fam.STACKLESS and not self.standalone:
-            return _c.stack_missing(self.bodies)
+            return _c.stack_missing(self.bodies, self._stack)
         return None
 
     def _signature(self, choice: _c.Choice, headline: str) -> str:
@@ -432,6 +443,11 @@ class Draft(_f.FieldsMixin):
             signature=_sig.digest(basis),
             signature_basis=basis,
         )
+
+
+@functools.cache
+def _template_fields(template: str) -> frozenset[str]:
+    return frozenset(re.findall(r"{(\w+)}", template))
 
 
 # Panic reasons whose title keeps only their phrase (what follows changes every time).

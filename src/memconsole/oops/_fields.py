@@ -57,7 +57,9 @@ _REG = re.compile(
 
 # The first byte of every line fields() reads (after indentation): a line
 # starting otherwise is skipped at once (most lines of a log).
-_FIRST = frozenset(bytes([c]) for c in b"CPNTMRIEeplLsxrifDFGSHWK#c")
+_FIRST = frozenset(bytes([c]) for c in b"CPNTMRIEeplLsxrifDFGSHWK#")
+# ... of the task, taint and module lines (CPU:, Pid:, Process, Tainted:, Not tainted, Modules).
+_TASK_LEADS = frozenset(bytes([c]) for c in b"CPTNM")
 
 
 def hex_int(raw: bytes) -> int | None:
@@ -104,10 +106,24 @@ class FieldsMixin:
 
     def fields(self, body: bytes, before_trace: bool, kind: Kind) -> bool:
         """Take the field *body* carries; return whether it was one."""
-        if body.lstrip(b" \t")[:1] not in _FIRST and not self.modules_open:
+        lead = body.lstrip(b" \t")[:1]
+        if kind is Kind.MEMORY_LEAK and lead == b"c":
+            m = _LEAK_TASK.match(body)
+            if m:
+                self._take_task(int(m.group("pid")), m.group("comm"))
+                return True
+        if self.modules_open:
+            pass
+        elif lead not in _FIRST:
             return False
-        m = _p.CPU_LINE.match(body) or _p.PID_LINE.match(body)
-        if m:
+        else:
+            at = body.find(b"+0x", 0, 300)
+            if at > 0 and b":" not in body[:at] and b" is at " not in body[:at] and (
+                    lead != b"N"):
+                return False  # a call trace frame: no field of its own
+        if lead not in _TASK_LEADS:
+            pass
+        elif m := _p.CPU_LINE.match(body) or _p.PID_LINE.match(body):
             d = m.groupdict()
             pid = int(d["pid"])
             # The CPU of another task (khungtaskd printing a hung-task panic) is not ours.
@@ -118,14 +134,12 @@ class FieldsMixin:
             self._take_task(pid, d["comm"])
             self._take_taint(m.group("taint"), m.group("rest"))
             return True
-        m = _p.ARM_CPU_LINE.match(body)
-        if m:
+        elif m := _p.ARM_CPU_LINE.match(body):
             if self.cpu is None:
                 self.cpu = int(m.group("cpu"))
             self._take_taint(m.group("taint"), m.group("rest"))
             return True
-        m = _p.TAINT_LINE.match(body)
-        if m:
+        elif m := _p.TAINT_LINE.match(body):
             verbose = _p.TAINT_VERBOSE.findall(m.group("rest"))
             if verbose:
                 if self.tainted is None:
@@ -133,12 +147,10 @@ class FieldsMixin:
             else:
                 self._take_taint(m.group("taint"), m.group("rest"))
             return True
-        m = _p.PROCESS_LINE.match(body)
-        if m:
+        elif m := _p.PROCESS_LINE.match(body):
             self._take_task(int(m.group("pid")), m.group("comm"))
             return True
-        m = _p.MODULES.match(body)
-        if m:
+        elif m := _p.MODULES.match(body):
             if self.modules is None:
                 self.modules = []
                 self.modules_open = self._take_modules(m.group("rest"), first=True)
@@ -222,11 +234,6 @@ class FieldsMixin:
             if self.kernel_offset is None:
                 self.kernel_offset = int(m.group("v"), 16)
             return True
-        if kind is Kind.MEMORY_LEAK:
-            m = _LEAK_TASK.match(body)
-            if m:
-                self._take_task(int(m.group("pid")), m.group("comm"))
-                return True
         if kind is Kind.KASAN:
             m = _ACCESS.match(body)
             if m:

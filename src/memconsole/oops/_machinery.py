@@ -352,6 +352,7 @@ def _anchors() -> tuple[re.Pattern[str], re.Pattern[str]]:
     return re.compile("|".join(STALL_ANCHORS)), re.compile("|".join(HUNG_SKIP))
 
 
+@functools.lru_cache(maxsize=16384)
 def normalize_function(name: str) -> str:
     """A function name without build-dependent decoration:
     ``__list_del_entry_valid.cold.12`` -> ``__list_del_entry_valid``,
@@ -368,6 +369,7 @@ def normalize_function(name: str) -> str:
     return _clone().sub("", name) if "." in name else name
 
 
+@functools.lru_cache(maxsize=16384)
 def strip_syscall(name: str) -> str:
     """syzkaller's rule: the shortest name left by removing one wrapper prefix
     (``__x64_sys_rmdir`` -> ``sys_rmdir``, ``__se_sys_mremap`` -> ``mremap``)."""
@@ -378,6 +380,7 @@ def strip_syscall(name: str) -> str:
     return best
 
 
+@functools.lru_cache(maxsize=16384)
 def is_machinery(name: str, *, entry: bool = False) -> bool:
     """Whether the normalised function *name* is machinery, never the culprit;
     with *entry*, entry functions count too (signature callers)."""
@@ -385,6 +388,7 @@ def is_machinery(name: str, *, entry: bool = False) -> bool:
     return bool(skipped.fullmatch(name) or (entry and entries.fullmatch(name)))
 
 
+@functools.lru_cache(maxsize=16384)
 def category(name: str) -> Category | None:
     """The category of the normalised function *name*, ``None`` for ordinary code."""
     for cat, pattern in _compiled()[2]:
@@ -393,11 +397,13 @@ def category(name: str) -> Category | None:
     return None
 
 
+@functools.lru_cache(maxsize=16384)
 def is_stall_anchor(name: str) -> bool:
     """Whether *name* dispatches work (:data:`STALL_ANCHORS`, searched as syzkaller does)."""
     return _anchors()[0].search(name) is not None
 
 
+@functools.lru_cache(maxsize=16384)
 def is_hung_skip(name: str) -> bool:
     """Whether a hung task is not "hung in" *name* (:data:`HUNG_SKIP`)."""
     return _anchors()[1].search(name) is not None

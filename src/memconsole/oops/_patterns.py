@@ -19,13 +19,12 @@ from typing import NamedTuple
 # Private to memconsole.oops; listed for readers, not for star-imports.
 __all__ = [
     "ARM_CPU_LINE", "ARM_FROM", "ARM_FROM_SYM", "BANNER", "CONTEXT_MARK", "CPU_LINE", "CUT_HERE",
-    "EFLAGS_CPU",
-    "EIP_AT", "END_MARKER", "GLUED_DIE", "HEXWORD", "HUNG_HEAD", "HUNG_TAIL", "IP_LINE", "MAX_LINE",
-    "MODULES", "MODULE_TOKEN", "NEEDLES", "NEEDLE_RE", "NIP_LINE", "PANIC", "PC_IS_AT",
-    "PC_LINE", "PID_LINE", "PROCESS_LINE", "PSW_LINE", "RIP_LINE", "TAINT_LINE",
-    "TAINT_VERBOSE", "TRACE_HEADER", "USER_CS", "Die", "Line", "RawFrame", "die_header",
-    "in_trace_filler", "is_frame", "list_announcement", "panic_category", "parse_frame",
-    "parse_taint", "related", "strip_prefix",
+    "EFLAGS_CPU", "EIP_AT", "END_MARKER", "GLUED_DIE", "HEXWORD", "HUNG_HEAD", "HUNG_TAIL",
+    "IP_LINE", "MAX_LINE", "MODULES", "MODULE_TOKEN", "NEEDLES", "NEEDLE_RE", "NIP_LINE", "PANIC",
+    "PC_IS_AT", "PC_LINE", "PID_LINE", "PROCESS_LINE", "PSW_LINE", "RIP_LINE", "START_HINT",
+    "TAINT_LINE", "TAINT_VERBOSE", "TRACE_HEADER", "USER_CS", "Die", "Line", "RawFrame",
+    "die_header", "in_trace_filler", "is_frame", "list_announcement", "panic_category",
+    "parse_frame", "parse_taint", "related", "strip_prefix",
 ]
 
 # printk records are at most 1024 bytes of text (PRINTKRB_RECORD_MAX /
@@ -101,6 +100,12 @@ _DROPPED = re.compile(rb"\*\* \d{1,12} printk messages dropped \*\* ?")
 _SPLICE = re.compile(rb"\[ {0,12}\d{1,10}\.\d{6}\](?:\[ {0,10}[TC]\d{1,10}\])? ")
 
 
+# The common forms in one expression: pstore and /dev/kmsg "<4>[   12.345678] ", dmesg
+# "[   12.345678] ", with a caller id "[  T123]" after the stamp or after one space.
+_FAST = re.compile(rb"(?:<\d{1,3}>)?\[ {0,12}(\d{1,10})\.(\d{1,9})\]"
+                   rb"(?: ?\[ {0,10}([TC]\d{1,10})\])? ?")
+
+
 def strip_prefix(raw: bytes) -> Line:
     """Remove syslog, level, time stamp and caller prefixes from *raw*.
 
@@ -111,6 +116,14 @@ def strip_prefix(raw: bytes) -> Line:
     it is another writer's text spliced in (``syzkaller login: [  59.8][ T6792] BUG:``).
     """
     line = raw[:MAX_LINE]
+    if line[:1] in (b"<", b"["):
+        m = _FAST.match(line)
+        if m:
+            pos = m.end()
+            rest = line[pos:]
+            if b"] " not in rest[9:] and b"kernel: " not in rest[:74] and (
+                    rest[:2] != b"**" and b" login: " not in rest[:80]):
+                return Line(rest.rstrip(b"\r"), (m.group(1), m.group(2)), m.group(3))
     pos = 0
     prefixed = False
     if line[:1] in (b" ", b"\t"):
@@ -194,16 +207,28 @@ NEEDLES: tuple[tuple[bytes, bytes, int], ...] = (
     (b"INFO", b"F", 2),
     (b"Kernel panic", b"K", 0),
     (b"Kernel stack", b"K", 0),
-    (b"PANIC", b"I", 3),
     (b"oom-killer", b"-", 3),
+    # mm/kmemleak.c: each leaked object starts a report; nothing else on its lines.
     (b"unreferenced object", b"j", 15),
-    (b"unregister_netdevice", b"v", 16),
-    (b"VFS: Busy inodes", b"V", 0),
-    (b"VFS: Close", b"V", 0),
-    (b"Alignment trap", b"A", 0),
+    # net/core/dev.c netdev_wait_allrefs_any(): "unregister_netdevice: waiting for %s
+    # to become free. Usage count = %d" (its own words are all common letters).
+    (b"Usage count = ", b"U", 0),
+    (b"VFS: Busy inodes", b"F", 1),
+    (b"VFS: Close", b"F", 1),
+    # arch/x86/kernel/traps.c exc_double_fault() (do_double_fault() before 5.8): 4.x
+    # kernels print the registers without a die() header after it.
+    (b"PANIC: double fault", b"I", 3),
     (b"[#", b"#", 1),
 )
+# Start lines without a needle of their own are always followed by a die() header
+# ("[#") within PENDING_LINES lines: arm "Alignment trap:" in kernel mode
+# (arch/arm/mm/alignment.c, then die("Oops - alignment")).
+_NO_NEEDLE_STARTS = (b"Alignment trap:",)
 NEEDLE_RE = re.compile(b"|".join(re.escape(n) for n, _, _ in NEEDLES))
+#: What the line parser looks for before it tries the start-line steps: the needles and
+#: the start lines that come just before a needle line.
+START_HINT = re.compile(b"|".join(re.escape(n) for n in (*(n for n, _, _ in NEEDLES),
+                                                          *_NO_NEEDLE_STARTS)))
 
 # lib/list_debug.c __list_add_valid_or_report() / __list_del_entry_valid_or_report()
 # (before 6.6: __list_add_valid(), __list_del_entry_valid()), CHECK_DATA_CORRUPTION():

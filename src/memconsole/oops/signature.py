@@ -31,6 +31,7 @@ report and stores the result in :attr:`memconsole.oops.Report.signature`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ DEPTH = 4
 _NUMBER = re.compile(r"0x[0-9a-fA-F]+|[0-9a-fA-F]{8,}|\d+")
 
 
+@functools.lru_cache(maxsize=16384)
 def syscall_name(name: str) -> str:
     """*name* without any system call wrapper prefix: ``__x64_sys_rmdir``,
     ``__se_sys_rmdir``, ``SyS_rmdir`` -> ``rmdir``."""
