@@ -182,11 +182,12 @@ class LineParser:
         self._seq += 1
 
     def _expire(self, idx: int) -> None:
-        closing = None
-        for key, d in self.open.items():
+        for d in self.open.values():
             if not d.open(idx):
-                closing = [*(closing or ()), key]
-        for key in closing or ():
+                break
+        else:
+            return  # the usual case: every open report goes on
+        for key in [k for k, d in self.open.items() if not d.open(idx)]:
             self._close(key)
 
     def _begin(self, key: bytes | None, d: Draft) -> None:
@@ -394,7 +395,7 @@ class LineParser:
 
     def feed(self, idx: int, s: int, e: int, raw: bytes) -> None:
         """Take line *idx*, bytes ``[s, e)`` of the input (*raw*, newline excluded)."""
-        if not raw.strip():
+        if not raw or raw.isspace():
             self.blank()
             return
         line = _p.strip_prefix(raw)

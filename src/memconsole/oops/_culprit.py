@@ -18,7 +18,9 @@ parenthesised first frame are the unwinder's guesses and never count.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import re
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
@@ -26,8 +28,8 @@ from typing import NamedTuple
 from memconsole.oops import _machinery as _m
 from memconsole.oops._families import Family, Pick, Src
 
-__all__ = ["Candidate", "Choice", "choose", "clean_title", "frames_of", "maybe_stack",
-           "replace_dynamic", "stack_flags", "stack_missing"]
+__all__ = ["Candidate", "Choice", "choose", "clean_title", "frames_of", "has_text",
+           "maybe_stack", "replace_dynamic", "stack_flags", "stack_missing"]
 
 
 class Candidate(NamedTuple):
@@ -127,23 +129,63 @@ def _stack_res() -> tuple[tuple[re.Pattern[bytes], ...], re.Pattern[bytes], re.P
     return tuple(re.compile(p) for p in _STACK_STARTS), re.compile(_RISCV_STACK), frame
 
 
+# Words of which every stack header holds one (the cheap test before the regular
+# expressions; most lines hold none).
+_STACK_WORDS = (b"race", b"llocated", b"reed", b"acktrace", b"Uninit", b"badaddr",
+                b"Local var")
+
+
 def maybe_stack(body: bytes) -> bool:
-    """False when *body* cannot be a stack header (most lines): the words one of the
-    stack headers holds, a cheap test before the regular expressions."""
-    return (b"race" in body or b"llocated" in body or b"reed" in body or b"acktrace" in body
-            or b"Uninit" in body or b"badaddr" in body or b"Local var" in body)
+    """False when *body* cannot be a stack header (most lines): it holds none of
+    the words of the stack headers."""
+    return any(w in body for w in _STACK_WORDS)
 
 
-def stack_missing(bodies: Sequence[bytes], stack: list[bool | None] | None = None) -> str | None:
+def stack_flags(bodies: Sequence[bytes]) -> list[bool]:
+    """Which of *bodies* are stack headers (``Call Trace:``, ``Allocated by task``...),
+    computed once per report and shared by :func:`choose` and :func:`stack_missing`:
+    the words are looked for in the joined lines, the expression run on their lines."""
+    flags = [False] * len(bodies)
+    joined = b"\n".join(bodies)
+    ends: list[int] | None = None  # where each line ends in *joined*, if one holds a newline
+    plain: bool | None = None
+    seen: set[int] = set()
+    rx = _re()["stack"]
+    for word in _STACK_WORDS:
+        at = joined.find(word)
+        while at >= 0:
+            if plain is None:
+                plain = joined.count(b"\n") == len(bodies) - 1
+                if not plain:
+                    ends = list(itertools.accumulate(len(b) + 1 for b in bodies))
+            if ends is None:
+                j = joined.count(b"\n", 0, at)
+                nxt = joined.find(b"\n", at) + 1 or len(joined)
+            else:
+                j = bisect.bisect_right(ends, at)
+                nxt = ends[j]
+            if j not in seen:
+                seen.add(j)
+                flags[j] = rx.search(bodies[j], 0, 400) is not None
+            at = joined.find(word, nxt)
+    return flags
+
+
+def has_text(bodies: Sequence[bytes], needle: bytes) -> bool:
+    """Whether one of *bodies* holds *needle* (one search over the joined lines)."""
+    return needle in b"\n".join(bodies)
+
+
+def stack_missing(bodies: Sequence[bytes], stack: list[bool] | None = None) -> str | None:
     """Why a report that should hold a stack does not (syzkaller's isCorrupted):
     a stack header with fewer than 4 lines after it, or no frame in the 15 lines
     after it; no stack at all.  ``None`` when the stack is there.  *stack* is the
-    :func:`stack_flags` cache of *bodies*."""
+    :func:`stack_flags` of *bodies*."""
     starts, riscv, frame = _stack_res()
     found = False
-    lines = _Lines(bodies, None, stack if stack is not None and len(stack) == len(bodies)
-                   else None)
-    candidates = [(i, b) for i, b in enumerate(bodies) if lines.is_stack(i)]
+    if stack is None or len(stack) != len(bodies):
+        stack = stack_flags(bodies)
+    candidates = [(i, bodies[i]) for i, f in enumerate(stack) if f]
     for pattern in (*starts, riscv):
         at = next((i for i, b in candidates if pattern.search(b)), None)
         if at is None:
@@ -199,18 +241,15 @@ class _Lines:
     """The report's lines as the sources walk them (a cursor over the bodies)."""
 
     def __init__(self, bodies: Sequence[bytes], header: Candidate | None,
-                 stack: list[bool | None] | None = None) -> None:
+                 stack: list[bool] | None = None) -> None:
         self.bodies = bodies
         self.header = header
         self.pos = 1  # after the start line
-        self._stack: list[bool | None] = stack if stack is not None else [None] * len(bodies)
+        self.stack = stack if stack is not None and len(stack) == len(bodies) else (
+            stack_flags(bodies))
 
     def is_stack(self, i: int) -> bool:
-        v = self._stack[i]
-        if v is None:
-            b = self.bodies[i]
-            v = self._stack[i] = maybe_stack(b) and _re()["stack"].search(b, 0, 400) is not None
-        return v
+        return self.stack[i]
 
     def frames(self, lo: int) -> tuple[list[Candidate], int]:
         """Frames from line *lo* up to the next stack header; and where it stopped."""
@@ -220,7 +259,8 @@ class _Lines:
         j = lo
         n = len(self.bodies)
         fail = _re()["should_fail"]
-        while j < n and not self.is_stack(j):
+        stack = self.stack
+        while j < n and not stack[j]:
             body = self.bodies[j]
             if b"should_fail" in body and fail.match(body):
                 break  # a fault injection stack printed into this one (lib/fault-inject.c)
@@ -240,7 +280,8 @@ class _Lines:
 
     def next_stack(self, lo: int) -> int:
         j = lo
-        while j < len(self.bodies) and not self.is_stack(j):
+        stack = self.stack
+        while j < len(stack) and not stack[j]:
             j += 1
         return j
 
@@ -423,17 +464,11 @@ def _callers(family: Family, kept: list[Candidate], i: int, lines: _Lines) -> tu
     return tuple(after)
 
 
-def stack_flags(bodies: Sequence[bytes]) -> list[bool | None]:
-    """A cache for which of *bodies* are stack headers (shared by :func:`choose` and
-    :func:`stack_missing`; filled on demand)."""
-    return [None] * len(bodies)
-
-
 def choose(family: Family, bodies: Sequence[bytes], header: Candidate | None,
-           stack: list[bool | None] | None = None) -> Choice:
+           stack: list[bool] | None = None) -> Choice:
     """The culprit of a report of *family* whose lines are *bodies* (the start line
     first); *header* is the function the start line names, if any; *stack* a
-    :func:`stack_flags` cache for *bodies*."""
+    :func:`stack_flags` of *bodies*."""
     if not family.sources:
         return Choice(None, None, (), None)
     if stack is None or len(stack) != len(bodies):
@@ -447,7 +482,8 @@ def choose(family: Family, bodies: Sequence[bytes], header: Candidate | None,
         if i is not None:
             culprit = kept[i]
             reason = None
-            if any(b"should_fail" in b and _re()["should_fail"].match(b) for b in bodies):
+            if has_text(bodies, b"should_fail") and any(
+                    b"should_fail" in b and _re()["should_fail"].match(b) for b in bodies):
                 reason = "fault injection frames in the report"
             return Choice(culprit, _title_name(family, culprit),
                           _callers(family, kept, i, lines), reason)

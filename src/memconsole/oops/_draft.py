@@ -46,6 +46,8 @@ _HEADER_LINES = 40
 _FOREIGN_STACKS = (b"vmalloc: allocation failure:", b"FAULT_INJECTION: forcing a failure",
                    b"FAULT_FLAG_ALLOW_RETRY missing")
 _STAMP_IN_TITLE = re.compile(rb"\[ {0,12}\d{1,10}\.\d{1,9}\]")
+# Control characters other than a tab in a start line: a garbled title.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f]")
 
 # Panic categories (memconsole.oops._patterns.panic_category) the report of a kind explains.
 _EXPLAINS = {"softlockup": Kind.SOFT_LOCKUP, "hungtask": Kind.HUNG_TASK,
@@ -113,7 +115,7 @@ class Draft(_f.FieldsMixin):
         # Lines of this report's task after another report started in it (caller ids).
         self.extra: list[bytes] = []
         self._cut: bool | None = None
-        self._stack: list[bool | None] | None = None  # stack header flags of bodies
+        self._stack: list[bool] | None = None  # stack header flags of bodies
         self.apply(groups)
 
     # -- state ---------------------------------------------------------------
@@ -349,7 +351,7 @@ class Draft(_f.FieldsMixin):
         if choice.corrupted_reason is not None:
             return choice.corrupted_reason
         start = self.bodies[0]
-        if _STAMP_IN_TITLE.search(start, 4) or any(c < 32 and c != 9 for c in start):
+        if _STAMP_IN_TITLE.search(start, 4) or _CONTROL.search(start):
             return "garbled title"
         if self.family.id == "paging" and start.rstrip().endswith(b"unable to handle kernel"):
             return "the rest of the first line is missing"

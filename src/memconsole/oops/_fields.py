@@ -60,6 +60,16 @@ _REG = re.compile(
 _FIRST = frozenset(bytes([c]) for c in b"CPNTMRIEeplLsxrifDFGSHWK#")
 # ... of the task, taint and module lines (CPU:, Pid:, Process, Tainted:, Not tainted, Modules).
 _TASK_LEADS = frozenset(bytes([c]) for c in b"CPTNM")
+# The faulting function's lines by first letter: exact (PC is at, NIP [...], Krnl PSW) ...
+_IP_EXACT: dict[bytes, tuple[re.Pattern[bytes], ...]] = {
+    b"P": (_p.PC_IS_AT,), b"N": (_p.NIP_LINE,), b"K": (_p.PSW_LINE,)}
+# ... and the others (IP:, EIP:, EIP is at, pc :, epc :).
+_IP_OTHER: dict[bytes, tuple[re.Pattern[bytes], ...]] = {
+    b"I": (_p.IP_LINE,), b"E": (_p.IP_LINE, _p.EIP_AT), b"p": (_p.PC_LINE,),
+    b"e": (_p.PC_LINE,)}
+_LR_LEADS = frozenset((b"l", b"L", b"r"))
+# ... of _REG_LINE.
+_REG_LEADS = frozenset(bytes([c]) for c in b"RECDFGSPsxrpif")
 
 
 def hex_int(raw: bytes) -> int | None:
@@ -161,29 +171,33 @@ class FieldsMixin:
                 if self.modules_open:
                     return True
             self.modules_open = False
-        return self._regs(body, before_trace) or self._details(body, kind)
+        return self._regs(body, before_trace, lead) or self._details(body, kind, lead)
 
-    def _regs(self, body: bytes, before_trace: bool) -> bool:
-        m = _p.RIP_LINE.match(body)
-        if m:
-            if m.group("cs") not in _p.USER_CS:
+    def _regs(self, body: bytes, before_trace: bool, lead: bytes) -> bool:
+        # Each expression is tried only on lines starting with its first letter.
+        if lead == b"R":
+            m = _p.RIP_LINE.match(body)
+            if m:
+                if m.group("cs") not in _p.USER_CS:
+                    self._set_rip(m.group("rest"), 2)
+                    self.user_regs = False
+                else:
+                    self.user_regs = True
+                return True
+        for rx in _IP_EXACT.get(lead, ()):
+            m = rx.match(body)
+            if m:
+                self._set_rip(m.group("rest"), 3)
+                return True
+        for rx in _IP_OTHER.get(lead, ()):
+            m = rx.match(body)
+            if m:
                 self._set_rip(m.group("rest"), 2)
-                self.user_regs = False
-            else:
-                self.user_regs = True
-            return True
-        m = _p.PC_IS_AT.match(body) or _p.NIP_LINE.match(body) or _p.PSW_LINE.match(body)
-        if m:
-            self._set_rip(m.group("rest"), 3)
-            return True
-        m = _p.IP_LINE.match(body) or _p.EIP_AT.match(body) or _p.PC_LINE.match(body)
-        if m:
-            self._set_rip(m.group("rest"), 2)
-            m2 = _p.EFLAGS_CPU.match(body)
-            if m2 and self.cpu is None:
-                self.cpu = int(m2.group("cpu"))
-            return True
-        m = _LR.match(body)
+                m2 = _p.EFLAGS_CPU.match(body)
+                if m2 and self.cpu is None:
+                    self.cpu = int(m2.group("cpu"))
+                return True
+        m = _LR.match(body) if lead in _LR_LEADS else None
         if m:
             if self.lr is None:
                 raw = _p.parse_frame(m.group("rest"), bare=False)
@@ -192,12 +206,12 @@ class FieldsMixin:
                                     _text(raw.module) if raw.module is not None else None,
                                     raw.reliable, "")
             return True
-        m = _CODE.match(body)
+        m = _CODE.match(body) if lead == b"C" else None
         if m:
             if self.code is None and not self.user_regs:
                 self.code = _text(m.group("v")).strip()
             return True
-        if before_trace and not self.user_regs and _REG_LINE.match(body):
+        if before_trace and not self.user_regs and lead in _REG_LEADS and _REG_LINE.match(body):
             for r in _REG.finditer(body[:400]):
                 name = _text(r.group("name"))
                 if name not in self.registers and len(self.registers) < 80:
@@ -205,36 +219,36 @@ class FieldsMixin:
             return True
         return False
 
-    def _details(self, body: bytes, kind: Kind) -> bool:
-        m = _PF.match(body)
+    def _details(self, body: bytes, kind: Kind, lead: bytes) -> bool:
+        m = _PF.match(body) if lead == b"#" else None
         if m:
             self.fault_info.append(_text(body.strip()))
             c = _PF_CODE.search(m.group("v"))
             if c and self.error_code is None:
                 self.error_code = int(c.group("v"), 16)
             return True
-        m = _ESR.match(body)
+        m = _ESR.match(body) if lead == b"E" else None
         if m:
             self.fault_info.append(_text(body.strip()))
             if self.error_code is None:
                 self.error_code = int(m.group("v"), 16)
             return True
-        m = _HARDWARE.match(body)
+        m = _HARDWARE.match(body) if lead == b"H" else None
         if m:
             if self.hardware is None:
                 self.hardware = _text(m.group("v")).strip()
             return True
-        m = _WORKQUEUE.match(body)
+        m = _WORKQUEUE.match(body) if lead == b"W" else None
         if m:
             if self.workqueue is None:
                 self.workqueue = _text(m.group("v")).strip()
             return True
-        m = _KOFFSET.match(body)
+        m = _KOFFSET.match(body) if lead == b"K" else None
         if m:
             if self.kernel_offset is None:
                 self.kernel_offset = int(m.group("v"), 16)
             return True
-        if kind is Kind.KASAN:
+        if kind is Kind.KASAN and lead in (b"R", b"W"):
             m = _ACCESS.match(body)
             if m:
                 if self.access is None:

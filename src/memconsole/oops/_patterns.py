@@ -106,6 +106,9 @@ _FAST = re.compile(rb"(?:<\d{1,3}>)?\[ {0,12}(\d{1,10})\.(\d{1,9})\]"
                    rb"(?: ?\[ {0,10}([TC]\d{1,10})\])? ?")
 
 
+_new_line = tuple.__new__  # Line(...) without the keyword handling of NamedTuple.__new__
+
+
 def strip_prefix(raw: bytes) -> Line:
     """Remove syslog, level, time stamp and caller prefixes from *raw*.
 
@@ -115,15 +118,19 @@ def strip_prefix(raw: bytes) -> Line:
     stamp in the middle of the line starts the line there: what comes before
     it is another writer's text spliced in (``syzkaller login: [  59.8][ T6792] BUG:``).
     """
-    line = raw[:MAX_LINE]
+    line = raw[:MAX_LINE] if len(raw) > MAX_LINE else raw
     if line[:1] in (b"<", b"["):
         m = _FAST.match(line)
         if m:
             pos = m.end()
-            rest = line[pos:]
-            if b"] " not in rest[9:] and b"kernel: " not in rest[:74] and (
-                    rest[:2] != b"**" and b" login: " not in rest[:80]):
-                return Line(rest.rstrip(b"\r"), (m.group(1), m.group(2)), m.group(3))
+            if (line.find(b"] ", pos + 9) < 0 and line.find(b"kernel: ", pos, pos + 74) < 0
+                    and not line.startswith(b"**", pos)
+                    and line.find(b" login: ", pos, pos + 80) < 0):
+                rest = line[pos:]
+                if rest[-1:] == b"\r":
+                    rest = rest.rstrip(b"\r")
+                whole, frac, cid = m.groups()
+                return _new_line(Line, (rest, (whole, frac), cid, False))
     pos = 0
     prefixed = False
     if line[:1] in (b" ", b"\t"):
