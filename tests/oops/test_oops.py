@@ -318,13 +318,15 @@ def _read(rel: str) -> bytes:
 
 def _check_spans(text: bytes, reports: list[oops.Report]) -> None:
     """Reports come in the order they start; two reports of one printk context
-    (the same caller id, or none) never overlap."""
+    (the same caller id, or none; lines with a time stamp and bare lines, which
+    user space writes to the console, are different writers) never overlap."""
     starts = [r.start for r in reports]
     assert starts == sorted(starts)
-    last_end: dict[str | None, int] = {}
+    last_end: dict[tuple[str | None, bool], int] = {}
     for r in reports:
-        assert last_end.get(r.caller, 0) <= r.start <= r.end <= len(text)
-        last_end[r.caller] = r.end
+        key = (r.caller, r.time is None)
+        assert last_end.get(key, 0) <= r.start <= r.end <= len(text)
+        last_end[key] = r.end
 
 
 # --------------------------------------------------------------------------

@@ -241,6 +241,17 @@ class Draft(_f.FieldsMixin):
             return True
         arm = (_p.ARM_FROM.match(s) if b"[<" in s[:12] else
                _p.ARM_FROM_SYM.match(s) if b" from " in s else None)
+        if arm is None:
+            m = _p.PLAIN_FRAME.match(s)
+            if m:  # the usual "  ? func+0x1a/0x70 [mod]": what parse_frame() would make of it
+                if len(self.frames) < _MAX_FRAMES:
+                    func, off, size, mod = m.group("func", "off", "size", "mod")
+                    self.frames.append(Frame(
+                        func.decode("ascii"), int(off, 16), int(size, 16),
+                        mod.decode("ascii") if mod is not None else None,
+                        m.group("q") is None, self.context))
+                self.trace_misses = 0
+                return True
         raw = (_p.RawFrame(arm.group("func"), None, None, arm.group("mod"), True, False)
                if arm else _p.parse_frame(s, bare=True))
         if raw is not None:

@@ -212,10 +212,11 @@ class FieldsMixin:
                 self.code = _text(m.group("v")).strip()
             return True
         if before_trace and not self.user_regs and lead in _REG_LEADS and _REG_LINE.match(body):
-            for r in _REG.finditer(body[:400]):
-                name = _text(r.group("name"))
-                if name not in self.registers and len(self.registers) < 80:
-                    self.registers[name] = _text(r.group("v"))
+            regs = self.registers
+            for raw_name, raw_value in _REG.findall(body, 0, 400):
+                name = raw_name.decode("ascii")  # the expression admits ASCII only
+                if name not in regs and len(regs) < 80:
+                    regs[name] = raw_value.decode("ascii")
             return True
         return False
 

@@ -21,9 +21,9 @@ __all__ = [
     "ARM_CPU_LINE", "ARM_FROM", "ARM_FROM_SYM", "BANNER", "CONTEXT_MARK", "CPU_LINE", "CUT_HERE",
     "EFLAGS_CPU", "EIP_AT", "END_MARKER", "GLUED_DIE", "HEXWORD", "HUNG_HEAD", "HUNG_TAIL",
     "IP_LINE", "MAX_LINE", "MODULES", "MODULE_TOKEN", "NEEDLES", "NEEDLE_RE", "NIP_LINE", "PANIC",
-    "PC_IS_AT", "PC_LINE", "PID_LINE", "PROCESS_LINE", "PSW_LINE", "RIP_LINE", "START_HINT",
-    "TAINT_LINE", "TAINT_VERBOSE", "TRACE_HEADER", "USER_CS", "Die", "Line", "RawFrame",
-    "die_header", "in_trace_filler", "is_frame", "list_announcement", "panic_category",
+    "PC_IS_AT", "PC_LINE", "PID_LINE", "PLAIN_FRAME", "PROCESS_LINE", "PSW_LINE", "RIP_LINE",
+    "START_HINT", "TAINT_LINE", "TAINT_VERBOSE", "TRACE_HEADER", "USER_CS", "Die", "Line",
+    "RawFrame", "die_header", "in_trace_filler", "is_frame", "list_announcement", "panic_category",
     "parse_frame", "parse_taint", "related", "strip_prefix",
 ]
 
@@ -422,6 +422,9 @@ _SYM = re.compile(
     rb"(?P<func>[A-Za-z_.$][\w.$]{0,255})\+0x(?P<off>[0-9a-f]{1,16})/0x(?P<size>[0-9a-f]{1,16})"
     rb"(?:\s{1,4}\[(?P<mod>[\w-]{1,64})[^\]]{0,200}\])?"
 )
+# The usual frame line, "  ? func+0x1a/0x70 [mod]", in one expression: the same as
+# parse_frame() gives for a line that starts with neither "[<" nor ":" (a test checks).
+PLAIN_FRAME = re.compile(rb"[ \t]*(?:(?P<q>\? ) *)?" + _SYM.pattern)
 # scripts/decode_stacktrace.sh output without offsets: "func (file.c:123)"; syzbot's
 # symbolised "func file.c:123 [inline]".
 _DECODED = re.compile(rb"(?P<func>[A-Za-z_.$][\w.$]{0,255}) \((?:[^()\s]{1,300}:\d{1,7})")
