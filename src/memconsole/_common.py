@@ -19,13 +19,16 @@ from pathlib import Path
 
 from memconsole.errors import ConfigError
 
-__all__ = ["SIZE_EXAMPLES", "fsync_dir", "parse_size", "size_arg", "write_durably"]
+__all__ = ["SIZE_EXAMPLES", "fsync_dir", "is_temp_name", "parse_size", "size_arg", "temp_path",
+           "write_durably"]
 
 #: Shown in every error about a size.
 SIZE_EXAMPLES = "examples: 4096, 0x100000, 64K, 1M, 1MiB, 2G"
 
 _SIZE_RE = re.compile(r"^(0[xX][0-9a-fA-F]+|\d+)\s*([KkMmGgTt]?)(?:i?[Bb])?$")
 _SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}
+# The temporary names write_durably() uses: ".NAME.tmpPID.HEX8".
+_TEMP_RE = re.compile(r"^\..+\.tmp\d+\.[0-9a-f]{8}$", re.DOTALL)
 
 
 def parse_size(text: str) -> int:
@@ -59,13 +62,29 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def temp_path(path: Path) -> Path:
+    """A fresh temporary name beside *path*, as :func:`write_durably` uses:
+    ``.NAME.tmpPID.HEX8`` (the pid and 32 random bits make it unique; the
+    leading dot keeps it out of a reader's way)."""
+    return path.with_name(f".{path.name}.tmp{os.getpid()}.{secrets.token_hex(4)}")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether *name* is one of :func:`temp_path`'s names: what a killed
+    writer leaves behind, to be removed by the next writer that holds the
+    directory's lock."""
+    return _TEMP_RE.match(name) is not None
+
+
 def write_durably(path: Path, data: bytes, mtime_ns: int | None = None,
                   mode: int = 0o600) -> None:
     """Write *data* to *path* atomically and durably: a new temporary file
     beside it (``O_EXCL | O_NOFOLLOW``: a planted file or symlink of that
-    name is never written through), fsync, rename over *path*, fsync the
-    directory.  On failure nothing is left behind and the error propagates."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{secrets.token_hex(4)}")
+    name is never written through), fsync, rename over *path* (a symlink at
+    *path* is replaced, never followed), fsync the directory.  On failure
+    nothing is left behind and the error propagates; a writer killed
+    midway leaves only the temporary file (see :func:`is_temp_name`)."""
+    tmp = temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
@@ -80,7 +99,7 @@ def write_durably(path: Path, data: bytes, mtime_ns: int | None = None,
     os.close(fd)
     try:
         if mtime_ns is not None:
-            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+            os.utime(tmp, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "ArchiveBusyError",
     "ArchiveError",
     "ConfigError",
     "CorruptRecordError",
@@ -58,6 +59,11 @@ class ConfigError(MemconsoleError):
 
 class ArchiveError(MemconsoleError):
     """The archive cannot be created, read or written."""
+
+
+class ArchiveBusyError(ArchiveError):
+    """Another ``collect`` holds the archive's lock and did not let go in
+    the time allowed.  Nothing was read or written."""
 
 
 class RegionError(MemconsoleError):

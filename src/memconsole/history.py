@@ -1,25 +1,21 @@
-"""Group pstore records into dumps, boots and crash events.
+"""Crash events: the one place that joins pstore records, memconsole's
+ring and the report parser into the history ``show`` and ``list`` present.
 
-* A **dump** is one call of the kernel's ``pstore_dump()``: one or more
-  records ("parts") sharing the header's reason and counter.  Part 1 holds the
-  newest chunk of the log, so the log reads from the highest part down.
-* A **boot** is a run of dumps whose counters increase: ``oopscount`` in
-  fs/pstore/platform.c starts at 1 on every boot, so a counter that does not
-  grow means an earlier boot.  Backends keep slots, not order (ramoops
-  restarts at slot 0 on every boot), so records are ordered by their own
-  time, the file mtime the kernel sets to the time of the dump.
+* **Dumps** and **boots** are pstore's (:mod:`memconsole.pstore.boots`,
+  re-exported here): the parts of one ``pstore_dump()`` call, and the run
+  of dumps one boot left.
 * A **crash event** is what a person calls one crash.  With
   ``panic_on_oops`` a crash dumps ``Oops#1`` and then ``Panic#2`` holding the
   same report: a Panic dump that follows an Oops within seconds joins it.
-
-Records that are not dmesg dumps (console, pmsg, ftrace) hold the log of
-the boot that ended last; they join the newest boot.
 
 memconsole's own ring (docs/ring.md) adds a :class:`RingLog` per ended boot:
 :func:`attach_rings` gives it to the crash event of the same boot (the dump's
 time falls within or shortly after the ring boot's records), and a boot that
 left a ring but no dump and did not stop its recorder cleanly becomes an
 event of its own: a hang or reset.
+
+:func:`crash_history` reads it all (archive, pending pstore records, ring)
+and returns the events with one-line warnings for what it had to skip.
 """
 
 from __future__ import annotations
@@ -30,7 +26,26 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from memconsole import oops
-from memconsole.pstore import PstoreRecord
+from memconsole.archive import Archive, ArchiveProblem, read_nofollow, reason, recent_boots
+from memconsole.archive.ring import (
+    RING_MATCH_WINDOW_NS,
+    RING_NAME,
+    archived_rings,
+    read_ring,
+    render_entries,
+)
+from memconsole.errors import ArchiveError, RegionError, RingFormatError
+from memconsole.pstore import MAX_RECORD_SIZE, PstoreRecord, PstoreSource, read_sources, sha256
+from memconsole.pstore.boots import (
+    Boot,
+    Dump,
+    assign_boots,
+    boot_id_for,
+    current_boot_start_ns,
+    group_boots,
+    split_dumps,
+)
+from memconsole.ring import RingBoot, current_boot_id
 
 __all__ = [
     "LAST_BOOT_WINDOW_NS",
@@ -38,25 +53,24 @@ __all__ = [
     "Boot",
     "CrashEvent",
     "Dump",
+    "History",
     "RingLog",
     "attach_rings",
     "boot_id_for",
+    "crash_history",
     "current_boot_start_ns",
     "group_boots",
     "group_events",
+    "load_ring_logs",
+    "ring_log",
 ]
 
-# Parts of one dump are written back to back; dumps of one crash (Oops then
-# Panic under panic_on_oops) within a few seconds.
-_PART_WINDOW_NS = 2 * 10**9
+# Dumps of one crash (Oops then Panic under panic_on_oops) come within seconds.
 _PANIC_JOIN_WINDOW_NS = 60 * 10**9
 #: A crash this close before the running boot started is what ended the last
 #: boot (panic=N reboots take seconds; a watchdog or a person, minutes).
 LAST_BOOT_WINDOW_NS = 15 * 60 * 10**9
 _OUTCOME_RE = re.compile(r"^kernel (?:panic|oops|crash): ", re.IGNORECASE)
-#: A dump belongs to a ring boot when it was written at most this long after
-#: the boot's last ring record (and before the next boot's first).
-RING_MATCH_WINDOW_NS = 300 * 10**9
 
 
 @dataclass(frozen=True)
@@ -112,39 +126,6 @@ class RingLog:
                 "stopped": self.stopped,
                 "last_line": self.last_line.decode("utf-8", "backslashreplace"),
                 "last_report": self.last_report}
-
-
-@dataclass(frozen=True)
-class Dump:
-    """One ``pstore_dump()`` call: its parts, oldest chunk of log first.
-
-    Attributes:
-        parts: the records, highest part number first.
-    """
-
-    parts: tuple[PstoreRecord, ...]
-
-    @property
-    def reason(self) -> str:
-        """``Oops``, ``Panic``, ... or ``""`` for a record without a header."""
-        h = self.parts[0].header
-        return h.reason if h else ""
-
-    @property
-    def count(self) -> int | None:
-        """The per-boot dump counter, or None without a header."""
-        h = self.parts[0].header
-        return h.count if h else None
-
-    @property
-    def time_ns(self) -> int:
-        """When the kernel wrote the dump (latest part's mtime)."""
-        return max(r.mtime_ns for r in self.parts)
-
-    @property
-    def text(self) -> bytes:
-        """The dumped log in order, dump headers removed."""
-        return b"".join(r.body for r in self.parts)
 
 
 @dataclass(frozen=True)
@@ -269,86 +250,15 @@ class CrashEvent:
         }
 
 
-@dataclass(frozen=True)
-class Boot:
-    """The records one ended boot left.
-
-    Attributes:
-        id: see :func:`boot_id_for`.
-        records: every record of the boot, oldest first.
-    """
-
-    id: str
-    records: tuple[PstoreRecord, ...]
-
-
-def current_boot_start_ns(stat: str = "/proc/stat") -> int | None:
-    """When the running kernel booted (``btime`` in /proc/stat), ns since the
-    epoch; ``None`` where that cannot be read."""
-    try:
-        with open(stat, "rb") as f:
-            for line in f:
-                if line.startswith(b"btime "):
-                    return int(line.split()[1]) * 10**9
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def boot_id_for(records: Sequence[PstoreRecord]) -> str:
-    """A boot's id: the UTC time of its earliest record, ``20261126T051311Z``."""
-    first = min(r.mtime_ns for r in records)
-    return datetime.fromtimestamp(first // 10**9, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _dumps(dmesg: Iterable[PstoreRecord]) -> list[Dump]:
-    """Join the parts of each dump; dumps come out oldest first."""
-    ordered = sorted(dmesg, key=lambda r: (r.mtime_ns, -(r.header.part if r.header else 0)))
-    dumps: list[list[PstoreRecord]] = []
-    for rec in ordered:
-        if dumps and rec.header is not None:
-            last = dumps[-1][-1]
-            if (last.header is not None and last.kind.backend == rec.kind.backend
-                    and last.header.reason == rec.header.reason
-                    and last.header.count == rec.header.count
-                    and rec.header.part < last.header.part
-                    and rec.mtime_ns - last.mtime_ns <= _PART_WINDOW_NS):
-                dumps[-1].append(rec)
-                continue
-        dumps.append([rec])
-    return [Dump(tuple(parts)) for parts in dumps]
-
-
-def group_boots(records: Iterable[PstoreRecord]) -> list[Boot]:
-    """Split records into the boots that wrote them, oldest boot first."""
-    records = list(records)
-    dmesg = [r for r in records if r.kind.type == "dmesg"]
-    other = [r for r in records if r.kind.type != "dmesg"]
-    boots: list[list[PstoreRecord]] = []
-    last_count: int | None = None
-    for dump in _dumps(dmesg):
-        count = dump.count
-        if not boots or count is None or last_count is None or count <= last_count:
-            boots.append([])
-        boots[-1].extend(dump.parts)
-        last_count = count
-    if other:
-        if boots:
-            boots[-1].extend(other)
-        else:
-            boots.append(other)
-    return [Boot(boot_id_for(b), tuple(sorted(b, key=lambda r: r.mtime_ns))) for b in boots]
 
 
 def group_events(boot: str, records: Iterable[PstoreRecord]) -> list[CrashEvent]:
     """Split one boot's records into crash events, oldest first."""
     records = list(records)
     groups: list[list[Dump]] = []
-    for dump in _dumps(r for r in records if r.kind.type == "dmesg"):
+    for dump in split_dumps(r for r in records if r.kind.type == "dmesg"):
         if groups:
             prev = groups[-1]
             if (dump.reason == "Panic" and all(d.reason != "Panic" for d in prev)
@@ -400,3 +310,110 @@ def attach_rings(events: Sequence[CrashEvent], rings: Sequence[RingLog],
             out.append(CrashEvent(boot, (), (), None, log))
     out.sort(key=lambda e: e.time_ns)
     return out
+
+
+def _ring_report(text: bytes) -> str | None:
+    report = oops.primary_report(text)
+    return oops.describe(report) if report is not None else None
+
+
+def ring_log(boot: RingBoot, name: str = RING_NAME,
+             archive_boot: str | None = None) -> RingLog | None:
+    """The event summary of an ended ring boot; None if it holds no record
+    with a time."""
+    first, last = boot.first_time_ns, boot.last_time_ns
+    if first is None or last is None:
+        return None
+    log = boot.last_log
+    line = log.text.split(b"\n", 1)[0] if log else b""
+    up = next((r.mono_ns for r in reversed(boot.records) if r.mono_ns is not None), None)
+    text = render_entries(boot.entries)
+    return RingLog(boot.id, name, first, last, up, line, len(boot.records), boot.missing,
+                   boot.stopped, text, archive_boot, _ring_report(text))
+
+
+def load_ring_logs(archive: Archive, boots: Iterable[str] | None = None
+                   ) -> tuple[list[RingLog], list[ArchiveProblem]]:
+    """Archived ring boots (of *boots*, default all) as :class:`RingLog`
+    summaries; what cannot be read is skipped and reported."""
+    out: list[RingLog] = []
+    rings, problems = archived_rings(archive, boots)
+    for boot, entry in rings:
+        path = archive.boots_dir / boot / entry.name
+        try:
+            text = read_nofollow(path, MAX_RECORD_SIZE)
+        except OSError as exc:
+            problems.append(ArchiveProblem(str(path), f"cannot read: {exc.strerror or exc}; "
+                                           "ring boot skipped"))
+            continue
+        except ArchiveError as exc:
+            problems.append(ArchiveProblem(str(path), f"{reason(exc, path)}; ring boot skipped"))
+            continue
+        out.append(RingLog(entry.ring_boot, entry.name, entry.first_ns, entry.last_ns,
+                           entry.last_uptime_ns, entry.last_line.encode(), entry.records,
+                           entry.missing, entry.stopped, text, boot,
+                           entry.last_report or _ring_report(text)))
+    return out, problems
+
+
+@dataclass(frozen=True)
+class History:
+    """The crash events memconsole knows of.
+
+    Attributes:
+        events: oldest first.
+        warnings: one line each for what was skipped (a damaged archive
+            boot, an unreadable record, a ring that cannot be read).
+    """
+
+    events: tuple[CrashEvent, ...]
+    warnings: tuple[str, ...]
+
+
+def crash_history(archive: Archive, sources: Sequence[PstoreSource],
+                  ring: str | None = None) -> History:
+    """Crash events from the archive, from the records of *sources* not
+    archived yet, and from the ended boots of the ring *ring* (a spec) not
+    archived yet, the running boot left out.
+
+    A boot that ``collect`` archived in part joins its pending records (the
+    same boot directory collect would give them).  Nothing is written.
+    """
+    warnings: list[str] = []
+    index, problems = archive.scan()
+    warnings += [f"{p}" for p in problems]
+    loaded: dict[str, list[PstoreRecord]] = {}
+    for boot, entries in index.items():
+        loaded[boot], bad = archive.load(boot, entries)
+        warnings += [f"{p}" for p in bad]
+    archived = {e.sha256 for recs in index.values() for e in recs}
+    pending, failures = read_sources(list(sources))
+    warnings += [f"{f.path}: {f.reason}, skipping" for f in failures]
+    fresh, seen = [], set(archived)
+    for rec, _ in pending:
+        digest = sha256(rec.raw)
+        if digest not in seen:
+            seen.add(digest)
+            fresh.append(rec)
+    anchors = {b: loaded[b] for b in recent_boots(index, current_boot_start_ns())}
+    joined: dict[str, list[PstoreRecord]] = {b: list(recs) for b, recs in loaded.items()}
+    for boot_id, rec in assign_boots(fresh, anchors):
+        joined.setdefault(boot_id, []).append(rec)
+    events: list[CrashEvent] = []
+    for boot_id in sorted(joined):
+        events += group_events(boot_id, joined[boot_id])
+    events.sort(key=lambda e: e.time_ns)
+    logs, ring_problems = load_ring_logs(archive, index)
+    warnings += [f"{p}" for p in ring_problems]
+    if ring:
+        try:
+            image = read_ring(ring)
+        except (RegionError, RingFormatError) as exc:
+            warnings.append(f"ring {ring}: {exc}; its boots are left out")
+        else:
+            known = {log.ring_boot for log in logs}
+            for rb in image.ended_boots(current_boot_id()):
+                log = ring_log(rb, RING_NAME) if rb.id not in known else None
+                if log is not None:
+                    logs.append(log)
+    return History(tuple(attach_rings(events, logs)), tuple(warnings))

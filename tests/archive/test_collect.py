@@ -251,6 +251,7 @@ def test_last_boot_sentence(tmp_path: Path) -> None:
     records, _ = read_pstore_dir(tmp_path / "p")
     (boot,) = group_boots(records)
     (event,) = group_events(boot.id, boot.records)
+    assert event.report is not None
     expected = ("ended in a kernel panic: BUG: unable to handle kernel NULL pointer dereference "
                 "in crashy_null [crashy], "
                 f"task insmod (pid {event.report.pid}), kernel tainted OE.")

@@ -1,6 +1,5 @@
-"""Ring boots for people and for the archive: console text, JSON Lines,
-the :class:`~memconsole.events.RingLog` summary events use, and durable
-per-boot copies written by ``collect``.
+"""Ring boots in the archive: durable per-boot copies written by
+``collect``, and the console text and JSON Lines views of a ring boot.
 
 Archive layout (next to the pstore records of the same boot, docs/archive.md)::
 
@@ -10,7 +9,8 @@ Archive layout (next to the pstore records of the same boot, docs/archive.md)::
 
 A ring boot is archived once: its kernel boot id is its identity, so a later
 ``collect`` (when the ring has wrapped over some of the boot's records, or
-not) finds it in ``ring.json`` and skips it.
+not) finds it in ``ring.json`` and skips it.  The crash-event summary of a
+ring boot (which needs the report parser) is built by memconsole.history.
 """
 
 from __future__ import annotations
@@ -21,27 +21,24 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from memconsole import oops
 from memconsole._common import write_durably
-from memconsole.archive import Archive, read_index, sha256
+from memconsole.archive import Archive, ArchiveProblem, read_index, reason, sha256
 from memconsole.errors import ArchiveError
-from memconsole.history import RingLog
 from memconsole.ring import Gap, RecordType, RingBoot, RingImage, RingRecord, parse_ring
 from memconsole.ring.format import DATA_OFFSET, FLAG_TRUNCATED, parse_header
 from memconsole.ring.regions import open_region
 
 __all__ = [
     "RING_INDEX",
+    "RING_MATCH_WINDOW_NS",
     "RING_NAME",
     "ArchivedRing",
     "archived_rings",
     "boot_end_line",
     "entry_json",
     "jsonl",
-    "load_ring_logs",
     "read_ring",
     "render_entries",
-    "ring_log",
     "store_ring_boot",
 ]
 
@@ -49,6 +46,9 @@ __all__ = [
 RING_NAME = "console-ring"
 #: The ring index of an archive boot directory.
 RING_INDEX = "ring.json"
+#: A dump belongs to a ring boot when it was written at most this long after
+#: the boot's last ring record (and before the next boot's first).
+RING_MATCH_WINDOW_NS = 300 * 10**9
 
 
 def read_ring(spec: str) -> RingImage:
@@ -148,23 +148,6 @@ def boot_end_line(boot: RingBoot, current: bool) -> str:
            f"hang, a reset or a crash{tail}"
 
 
-def ring_log(boot: RingBoot, name: str = RING_NAME,
-             archive_boot: str | None = None) -> RingLog | None:
-    """The event summary of an ended ring boot; None if it holds no record
-    with a time."""
-    first, last = boot.first_time_ns, boot.last_time_ns
-    if first is None or last is None:
-        return None
-    log = boot.last_log
-    line = log.text.split(b"\n", 1)[0] if log else b""
-    up = next((r.mono_ns for r in reversed(boot.records) if r.mono_ns is not None), None)
-    text = render_entries(boot.entries)
-    report = oops.primary_report(text)
-    return RingLog(boot.id, name, first, last, up, line, len(boot.records), boot.missing,
-                   boot.stopped, text, archive_boot,
-                   oops.describe(report) if report is not None else None)
-
-
 @dataclass(frozen=True)
 class ArchivedRing:
     """One entry of an archive boot directory's ``ring.json``.
@@ -181,7 +164,9 @@ class ArchivedRing:
         stopped: the recorder had stopped cleanly.
         sha256: hash of the console text file.
         collected_ns: when it was archived.
-        last_report: the last kernel crash report in it, in one sentence.
+        last_report: the last kernel crash report in it, in one sentence
+            (written by earlier versions; now computed when read, see
+            memconsole.history).
     """
 
     ring_boot: str
@@ -203,24 +188,21 @@ def _index(archive: Archive, boot: str) -> list[ArchivedRing]:
     return read_index(archive.boots_dir / boot / RING_INDEX, ArchivedRing)
 
 
-def archived_rings(archive: Archive) -> list[tuple[str, ArchivedRing]]:
-    """Every archived ring boot with its archive boot directory."""
-    return [(b, r) for b in archive.boots() for r in _index(archive, b)]
-
-
-def load_ring_logs(archive: Archive) -> list[RingLog]:
-    """Archived ring boots as :class:`RingLog` summaries for events."""
-    out = []
-    for boot, entry in archived_rings(archive):
-        path = archive.boots_dir / boot / entry.name
+def archived_rings(archive: Archive, boots: Iterable[str] | None = None
+                   ) -> tuple[list[tuple[str, ArchivedRing]], list[ArchiveProblem]]:
+    """Every archived ring boot with its archive boot directory (of *boots*,
+    default all); a ``ring.json`` that cannot be read is skipped and
+    reported."""
+    out: list[tuple[str, ArchivedRing]] = []
+    problems: list[ArchiveProblem] = []
+    for b in archive.boots() if boots is None else boots:
         try:
-            text = path.read_bytes()
-        except OSError as exc:
-            raise ArchiveError(f"{path}: {exc.strerror}") from exc
-        out.append(RingLog(entry.ring_boot, entry.name, entry.first_ns, entry.last_ns,
-                           entry.last_uptime_ns, entry.last_line.encode(), entry.records,
-                           entry.missing, entry.stopped, text, boot, entry.last_report))
-    return out
+            out += [(b, r) for r in _index(archive, b)]
+        except ArchiveError as exc:
+            where = archive.boots_dir / b / RING_INDEX
+            problems.append(ArchiveProblem(str(where), f"{reason(exc, where)}; the ring boots "
+                                           f"of boot {b} skipped"))
+    return out, problems
 
 
 def store_ring_boot(archive: Archive, boot_dir: str, boot: RingBoot, source: str
@@ -229,13 +211,11 @@ def store_ring_boot(archive: Archive, boot_dir: str, boot: RingBoot, source: str
     first (temp file, fsync, rename, fsync directory), the index last, so an
     interrupted collect leaves no index entry and is simply done again.
     Raises :class:`ArchiveError`."""
-    log = ring_log(boot)
-    if log is None:
+    first, last = boot.first_time_ns, boot.last_time_ns
+    if first is None or last is None:
         raise ArchiveError(f"ring boot {boot.id} has no record with a time")
-    archive.prepare()
-    bdir = archive.boots_dir / boot_dir
+    bdir = archive.boot_dir(boot_dir)
     try:
-        bdir.mkdir(mode=0o700, exist_ok=True)
         entries = _index(archive, boot_dir)
         for e in entries:
             if e.ring_boot == boot.id:
@@ -245,16 +225,18 @@ def store_ring_boot(archive: Archive, boot_dir: str, boot: RingBoot, source: str
         while name in taken:
             n += 1
             name = f"{RING_NAME}.{n}"
-        write_durably(bdir / name, log.text, log.last_ns)
-        write_durably(bdir / f"{name}.jsonl", "".join(jsonl(boot)).encode(), log.last_ns)
-        entry = ArchivedRing(boot.id, name, source, log.first_ns, log.last_ns,
-                             log.last_uptime_ns,
-                             log.last_line.decode("utf-8", "backslashreplace"), log.records,
-                             log.missing, log.stopped, sha256(log.text), time.time_ns(),
-                             log.last_report)
+        text = render_entries(boot.entries)
+        log = boot.last_log
+        line = log.text.split(b"\n", 1)[0] if log else b""
+        up = next((r.mono_ns for r in reversed(boot.records) if r.mono_ns is not None), None)
+        write_durably(bdir / name, text, last)
+        write_durably(bdir / f"{name}.jsonl", "".join(jsonl(boot)).encode(), last)
+        entry = ArchivedRing(boot.id, name, source, first, last, up,
+                             line.decode("utf-8", "backslashreplace"), len(boot.records),
+                             boot.missing, boot.stopped, sha256(text), time.time_ns())
         write_durably(bdir / RING_INDEX, json.dumps(
             [asdict(e) for e in [*entries, entry]], indent=1).encode() + b"\n")
     except OSError as exc:
         raise ArchiveError(f"cannot archive ring boot {boot.id} in {bdir}: "
-                           f"{exc.strerror}") from exc
+                           f"{exc.strerror or exc}") from exc
     return entry

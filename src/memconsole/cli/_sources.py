@@ -1,31 +1,28 @@
-"""Where the read commands find records: pstore directories and the archive.
-
-Shared by ``collect``, ``show`` and ``list`` so the three agree on defaults.
+"""The options that say where the read commands find records (pstore
+directories, the archive, a ring), shared by ``collect``, ``show`` and
+``list`` so the three agree on defaults.  Finding and reading the sources
+is the library's (memconsole.pstore.find_sources, memconsole.history);
+this module turns options into its parameters and prints its warnings.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from memconsole.archive import DEFAULT_ARCHIVE_DIR, Archive, sha256
-from memconsole.archive.ring import RING_NAME, load_ring_logs, read_ring, ring_log
+from memconsole.archive import DEFAULT_ARCHIVE_DIR
 from memconsole.cli._output import warn
-from memconsole.errors import ConfigError, RegionError, RingFormatError
-from memconsole.history import CrashEvent, RingLog, attach_rings, group_boots, group_events
-from memconsole.pstore import (
-    DEFAULT_PSTORE_DIR,
-    SYSTEMD_PSTORE_DIR,
-    PstoreRecord,
-    ReadFailure,
-    read_pstore_dir,
-)
-from memconsole.ring import current_boot_id
+from memconsole.errors import ConfigError
+from memconsole.pstore import DEFAULT_PSTORE_DIR, SYSTEMD_PSTORE_DIR, PstoreSource, find_sources
+from memconsole.render import text
 
-__all__ = ["RING_ENV", "PstoreSource", "add_archive_arg", "add_pstore_arg", "add_ring_arg",
-           "all_events", "pstore_sources", "read_sources", "ring_logs", "ring_spec", "warn"]
+if TYPE_CHECKING:
+    from memconsole.history import CrashEvent
+
+__all__ = ["RING_ENV", "EventList", "add_archive_arg", "add_pstore_arg", "add_ring_arg",
+           "all_events", "pstore_sources", "ring_spec", "warn"]
 
 #: Environment variable that gives ``--ring`` its default for ``record``,
 #: ``collect`` and ``list`` (systemd units read it from /etc/default/memconsole).
@@ -63,99 +60,39 @@ def ring_spec(args: argparse.Namespace) -> str:
     return str(args.ring)
 
 
-@dataclass(frozen=True)
-class PstoreSource:
-    """A directory of records.
-
-    Attributes:
-        path: the directory.
-        erasable: records are erased after archiving (the kernel's pstore);
-            systemd-pstore's archive is only read.
-    """
-
-    path: Path
-    erasable: bool
-
-
 def pstore_sources(args: argparse.Namespace, command: str) -> list[PstoreSource]:
-    """The pstore directories to read, after checking they exist.
-
-    An explicit ``--pstore`` that is missing is an error; the default
-    ``/sys/fs/pstore`` that is not mounted is a warning.
-    """
-    if args.pstore is not None:
-        if not args.pstore.is_dir():
-            what = "is not a directory" if args.pstore.exists() else "does not exist"
-            raise ConfigError(f"pstore directory {args.pstore} {what}")
-        # Never delete from systemd-pstore's archive, even when named explicitly.
-        return [PstoreSource(args.pstore, args.pstore.resolve() != SYSTEMD_PSTORE_DIR)]
-    sources = []
-    if DEFAULT_PSTORE_DIR.is_dir() and os.path.ismount(DEFAULT_PSTORE_DIR):
-        sources.append(PstoreSource(DEFAULT_PSTORE_DIR, True))
-    else:
-        warn(command, f"pstore is not mounted at {DEFAULT_PSTORE_DIR} "
-             f"(mount -t pstore pstore {DEFAULT_PSTORE_DIR})")
-    if SYSTEMD_PSTORE_DIR.is_dir():
-        sources.append(PstoreSource(SYSTEMD_PSTORE_DIR, False))
+    """The pstore directories of ``--pstore`` (or the defaults), their
+    warnings printed.  An explicit ``--pstore`` that is missing is a
+    :class:`ConfigError`."""
+    sources, warnings = find_sources(args.pstore)
+    for line in warnings:
+        warn(command, line)
     return sources
 
 
-def read_sources(sources: list[PstoreSource]
-                 ) -> tuple[list[tuple[PstoreRecord, PstoreSource]], list[ReadFailure]]:
-    """Read every record of every source; duplicates (same bytes) are kept
-    once, the first source winning."""
-    seen: set[str] = set()
-    out = []
-    failures: list[ReadFailure] = []
-    for src in sources:
-        try:
-            records, bad = read_pstore_dir(src.path)
-        except OSError as exc:
-            failures.append(ReadFailure(str(src.path), f"cannot list: {exc.strerror}"))
-            continue
-        failures += bad
-        for rec in records:
-            digest = sha256(rec.raw)
-            if digest not in seen:
-                seen.add(digest)
-                out.append((rec, src))
-    return out, failures
+class EventList(list["CrashEvent"]):
+    """Crash events, oldest first, and whether something had to be skipped
+    to get them.
+
+    Attributes:
+        partial: something was skipped (each skip was one warning line on
+            stderr): the command's exit status is then 3 (partial).
+    """
+
+    partial: bool = False
 
 
-def all_events(args: argparse.Namespace, command: str) -> list[CrashEvent]:
-    """Crash events from the archive and from records not yet archived,
-    oldest first."""
-    archive = Archive(args.archive)
-    events: list[CrashEvent] = []
-    archived = archive.known_hashes() if archive.exists() else {}
-    for boot_id in archive.boots():
-        events += group_events(boot_id, archive.load(boot_id))
-    pending, failures = read_sources(pstore_sources(args, command))
-    for failure in failures:
-        warn(command, f"{failure.path}: {failure.reason}, skipping")
-    fresh = [rec for rec, _ in pending if sha256(rec.raw) not in archived]
-    for boot in group_boots(fresh):
-        events += group_events(boot.id, boot.records)
-    events.sort(key=lambda e: e.time_ns)
-    return attach_rings(events, ring_logs(args, command, archive))
+def all_events(args: argparse.Namespace, command: str) -> EventList:
+    """Crash events from the archive, pending records and ``--ring``
+    (memconsole.history.crash_history), oldest first; its warnings are
+    printed, one line each."""
+    from memconsole.archive import Archive
+    from memconsole.history import crash_history
 
-
-def ring_logs(args: argparse.Namespace, command: str, archive: Archive) -> list[RingLog]:
-    """Ring boots that ended: the archived ones, and those of ``--ring``
-    (if given) not archived yet, the running boot left out.  A ring that
-    cannot be read is a warning: its boots are left out."""
-    logs = load_ring_logs(archive) if archive.exists() else []
-    spec = getattr(args, "ring", None)
-    if not spec:
-        return logs
-    try:
-        image = read_ring(spec)
-    except (RegionError, RingFormatError) as exc:
-        warn(command, f"ring {spec}: {exc}; its boots are left out")
-        return logs
-    known = {log.ring_boot for log in logs}
-    for boot in image.ended_boots(current_boot_id()):
-        log = ring_log(boot, RING_NAME) if boot.id not in known else None
-        if log is not None:
-            logs.append(log)
-    return logs
+    history = crash_history(Archive(args.archive), pstore_sources(args, command),
+                            getattr(args, "ring", None))
+    for line in history.warnings:
+        warn(command, text(line))
+    events = EventList(history.events)
+    events.partial = bool(history.warnings)
+    return events

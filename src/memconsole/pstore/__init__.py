@@ -14,32 +14,49 @@ A dmesg record starts with the header ``pstore_dump()`` writes,
 the newest chunk of the log), and ramoops appends an ECC notice when ECC is
 on (fs/pstore/ram_core.c, ``persistent_ram_ecc_string``).
 
-Everything here but :func:`read_pstore_dir` is pure: bytes in, records out.
+Everything here but the directory functions (:func:`find_sources`,
+:func:`read_pstore_dir`, :func:`read_sources`, :func:`erase_record`) is
+pure: bytes in, records out.  Those read with ``lstat`` first and
+``O_NOFOLLOW | O_NONBLOCK`` after: a symlink, FIFO, socket or device in a
+pstore directory is reported and never opened, a file larger than any
+backend writes (:data:`MAX_RECORD_SIZE`) is reported and never read.
+Grouping records into dumps and boots: :mod:`memconsole.pstore.boots`.
 """
 
 from __future__ import annotations
 
+import enum
+import errno
+import hashlib
 import os
 import re
+import stat
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from memconsole.errors import CorruptRecordError
+from memconsole.errors import ConfigError, CorruptRecordError
 
 __all__ = [
     "DEFAULT_PSTORE_DIR",
     "MAX_DECOMPRESSED",
+    "MAX_RECORD_SIZE",
     "SYSTEMD_PSTORE_DIR",
     "TYPE_NAMES",
     "DumpHeader",
     "PstoreRecord",
+    "PstoreSource",
     "ReadFailure",
     "RecordName",
+    "SkipKind",
     "decode_record",
+    "erase_record",
+    "find_sources",
     "parse_dump_header",
     "parse_name",
     "read_pstore_dir",
+    "read_sources",
+    "sha256",
     "split_ecc_trailer",
 ]
 
@@ -56,6 +73,21 @@ TYPE_NAMES: tuple[str, ...] = tuple(sorted(
 
 #: Cap on decompressed size: a dmesg record is at most a few hundred KiB.
 MAX_DECOMPRESSED = 16 << 20
+
+#: The largest record file memconsole reads (64 MiB); a bigger file is
+#: refused unread and left in place.  No backend writes one this big
+#: (docs/pstore.md, "Size cap"): a ramoops zone's byte count is an
+#: ``atomic_t`` checked against the zone (ram_core.c,
+#: persistent_ram_post_init), a decompressed dmesg record is at most
+#: ``3 * psinfo->bufsize`` (platform.c, decompress_record, 6.6+; before
+#: that ``bufsize * 100 / 45``, zbufsize_deflate) where bufsize is ramoops'
+#: record_size (ram.c), efi-pstore's record_size (1 KiB default,
+#: drivers/firmware/efi/efi-pstore.c) or ERST's error-log range
+#: (drivers/acpi/apei/erst.c); a kmsg dump never holds more than the
+#: printk buffer (CONFIG_LOG_BUF_SHIFT is at most 25: 32 MiB).  It is also
+#: where systemd-pstore stops: its read_full_file() refuses files of
+#: 64 MiB and more (READ_FULL_BYTES_MAX, src/basic/fileio.c).
+MAX_RECORD_SIZE = 64 << 20
 
 # Files systemd-pstore writes next to the records it moved: a derived
 # concatenation of the dmesg parts, not a record.
@@ -183,6 +215,8 @@ class PstoreRecord:
         problem: why the text may be incomplete (truncated compressed data,
             ...), or ``None``.
         source: the path it was read from ("" if built from bytes).
+        file_id: ``(st_dev, st_ino)`` of the file it was read from, so that
+            :func:`erase_record` unlinks that file and no other.
     """
 
     name: str
@@ -195,6 +229,7 @@ class PstoreRecord:
     ecc_bad_blocks: int | None = None
     problem: str | None = None
     source: str = field(default="", compare=False)
+    file_id: tuple[int, int] | None = field(default=None, compare=False)
 
     @property
     def body(self) -> bytes:
@@ -224,50 +259,236 @@ def decode_record(name: str, raw: bytes, mtime_ns: int, source: str = "") -> Pst
     return PstoreRecord(name, kind, mtime_ns, raw, text, header, fixed, bad, problem, source)
 
 
+def sha256(data: bytes) -> str:
+    """Hex SHA-256 of *data*: a record's identity (the archive keeps each
+    record once by it)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class SkipKind(enum.Enum):
+    """Why a file in a pstore directory was not read."""
+
+    #: open() or read() failed (permission, I/O error, it vanished...).
+    UNREADABLE = "unreadable"
+    #: a symlink, FIFO, socket, device or directory: never opened.
+    NOT_REGULAR = "not-regular"
+    #: larger than :data:`MAX_RECORD_SIZE` (or the cap given): never read.
+    TOO_LARGE = "too-large"
+
+
 @dataclass(frozen=True)
 class ReadFailure:
-    """A record file that could not be read.
+    """A file (or directory) in a pstore directory that gave no record.
 
     Attributes:
         path: the file.
-        reason: one line saying why.
+        reason: one line saying why, always with the cause
+            (``cannot read: Permission denied``).
+        kind: the class of failure.
     """
 
     path: str
     reason: str
+    kind: SkipKind = SkipKind.UNREADABLE
 
 
-def _candidate_files(directory: Path) -> list[Path]:
-    """Record files in a pstore directory, or in systemd-pstore's archive
-    (which keeps records one level down, in per-record-id directories)."""
-    files = []
+@dataclass(frozen=True)
+class PstoreSource:
+    """A directory of records.
+
+    Attributes:
+        path: the directory.
+        erasable: records are erased after archiving (the kernel's pstore);
+            systemd-pstore's archive is only read.
+    """
+
+    path: Path
+    erasable: bool
+
+
+def find_sources(explicit: Path | None = None) -> tuple[list[PstoreSource], list[str]]:
+    """The pstore directories to read, and warnings (one line each).
+
+    With *explicit*, that directory only (a :class:`ConfigError` when it is
+    missing); erasable unless it is systemd-pstore's archive, which is
+    never erased from.  Without: :data:`DEFAULT_PSTORE_DIR` when pstore is
+    mounted there (else a warning) and :data:`SYSTEMD_PSTORE_DIR` when it
+    exists.
+    """
+    if explicit is not None:
+        if not explicit.is_dir():
+            what = "is not a directory" if explicit.exists() else "does not exist"
+            raise ConfigError(f"pstore directory {explicit} {what}")
+        return [PstoreSource(explicit, explicit.resolve() != SYSTEMD_PSTORE_DIR)], []
+    sources, warnings = [], []
+    if DEFAULT_PSTORE_DIR.is_dir() and os.path.ismount(DEFAULT_PSTORE_DIR):
+        sources.append(PstoreSource(DEFAULT_PSTORE_DIR, True))
+    else:
+        warnings.append(f"pstore is not mounted at {DEFAULT_PSTORE_DIR} "
+                        f"(mount -t pstore pstore {DEFAULT_PSTORE_DIR})")
+    if SYSTEMD_PSTORE_DIR.is_dir():
+        sources.append(PstoreSource(SYSTEMD_PSTORE_DIR, False))
+    return sources, warnings
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+_FILE_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
+               (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"))
+
+
+def _not_regular(path: str, mode: int) -> ReadFailure:
+    what = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    return ReadFailure(path, f"{what}, not a record: not opened", SkipKind.NOT_REGULAR)
+
+
+def _too_large(path: str, size: int, cap: int) -> ReadFailure:
+    return ReadFailure(path, f"{size} bytes, more than the {cap}-byte record cap "
+                       "(no pstore backend writes records that large): not read",
+                       SkipKind.TOO_LARGE)
+
+
+def _scan(directory: Path, failures: list[ReadFailure]) -> list[tuple[Path, os.stat_result]]:
+    """Regular files in a pstore directory, or in systemd-pstore's archive
+    (which keeps records one level down, in per-record-id directories),
+    with their lstat; anything else goes to *failures*."""
+    out: list[tuple[Path, os.stat_result]] = []
+
+    def lstat(entry: os.DirEntry[str]) -> os.stat_result | None:
+        try:
+            return entry.stat(follow_symlinks=False)
+        except OSError as exc:
+            failures.append(ReadFailure(entry.path, f"cannot read: {_why(exc)}"))
+            return None
+
     with os.scandir(directory) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            with os.scandir(entry.path) as sub:
-                files += [Path(e.path) for e in sorted(sub, key=lambda e: e.name)
-                          if e.is_file(follow_symlinks=False) and e.name not in _SYSTEMD_DERIVED]
-        elif entry.is_file(follow_symlinks=False) and entry.name not in _SYSTEMD_DERIVED:
-            files.append(Path(entry.path))
-    return files
+        st = lstat(entry)
+        if st is None:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                with os.scandir(entry.path) as sub_it:
+                    sub = sorted(sub_it, key=lambda e: e.name)
+            except OSError as exc:
+                failures.append(ReadFailure(entry.path, f"cannot list: {_why(exc)}"))
+                continue
+            for e in sub:
+                est = lstat(e)
+                if est is None or e.name in _SYSTEMD_DERIVED:
+                    continue
+                if stat.S_ISREG(est.st_mode):
+                    out.append((Path(e.path), est))
+                else:
+                    failures.append(_not_regular(e.path, est.st_mode))
+        elif stat.S_ISREG(st.st_mode):
+            if entry.name not in _SYSTEMD_DERIVED:
+                out.append((Path(entry.path), st))
+        else:
+            failures.append(_not_regular(entry.path, st.st_mode))
+    return out
 
 
-def read_pstore_dir(directory: Path) -> tuple[list[PstoreRecord], list[ReadFailure]]:
-    """Read every record in *directory*.
+def _read_file(path: Path, st: os.stat_result, cap: int
+               ) -> tuple[bytes, os.stat_result] | ReadFailure:
+    """The bytes of the regular file *path* whose lstat is *st*: opened
+    without following a symlink and without blocking (a FIFO swapped in
+    after the lstat does not hang), checked to be the file that was
+    lstat'ed, read up to *cap* + 1 bytes and no further."""
+    where = str(path)
+    if st.st_size > cap:
+        return _too_large(where, st.st_size, cap)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return ReadFailure(where, "a symbolic link, not a record: not opened",
+                               SkipKind.NOT_REGULAR)
+        return ReadFailure(where, f"cannot read: {_why(exc)}")
+    try:
+        fst = os.fstat(fd)
+        if not stat.S_ISREG(fst.st_mode):
+            return _not_regular(where, fst.st_mode)
+        if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+            return ReadFailure(where, "cannot read: the file was replaced while being read")
+        if fst.st_size > cap:
+            return _too_large(where, fst.st_size, cap)
+        chunks, total = [], 0
+        while total <= cap:
+            chunk = os.read(fd, min(1 << 20, cap + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > cap:
+            return _too_large(where, total, cap)
+    except OSError as exc:
+        return ReadFailure(where, f"cannot read: {_why(exc)}")
+    finally:
+        os.close(fd)
+    return b"".join(chunks), fst
 
-    Returns the records and, separately, the files that could not be read.
-    Raises ``OSError`` only when the directory itself cannot be listed.
+
+def read_pstore_dir(directory: Path, max_size: int = MAX_RECORD_SIZE
+                    ) -> tuple[list[PstoreRecord], list[ReadFailure]]:
+    """Read every record in *directory* (and one level of subdirectories).
+
+    Returns the records and, separately, what gave no record: files that
+    could not be read, non-regular files (never opened) and files over
+    *max_size* bytes (never read).  Raises ``OSError`` only when the
+    directory itself cannot be listed.
     """
     records: list[PstoreRecord] = []
     failures: list[ReadFailure] = []
-    for path in _candidate_files(directory):
-        try:
-            with path.open("rb") as f:
-                st = os.fstat(f.fileno())
-                raw = f.read()
-        except OSError as exc:
-            failures.append(ReadFailure(str(path), f"cannot read: {exc.strerror or exc}"))
+    for path, st in _scan(directory, failures):
+        got = _read_file(path, st, max_size)
+        if isinstance(got, ReadFailure):
+            failures.append(got)
             continue
-        records.append(decode_record(path.name, raw, st.st_mtime_ns, str(path)))
+        raw, fst = got
+        rec = decode_record(path.name, raw, fst.st_mtime_ns, str(path))
+        records.append(replace(rec, file_id=(fst.st_dev, fst.st_ino)))
     return records, failures
+
+
+def read_sources(sources: list[PstoreSource], max_size: int = MAX_RECORD_SIZE
+                 ) -> tuple[list[tuple[PstoreRecord, PstoreSource]], list[ReadFailure]]:
+    """Read every record of every source, each with the source it came
+    from (the same bytes in two places are two records: each file is
+    archived or recognised as a duplicate, and erased, on its own)."""
+    out: list[tuple[PstoreRecord, PstoreSource]] = []
+    failures: list[ReadFailure] = []
+    for src in sources:
+        try:
+            records, bad = read_pstore_dir(src.path, max_size)
+        except OSError as exc:
+            failures.append(ReadFailure(str(src.path), f"cannot list: {_why(exc)}"))
+            continue
+        failures += bad
+        out += [(rec, src) for rec in records]
+    return out, failures
+
+
+def erase_record(record: PstoreRecord) -> str | None:
+    """Unlink the file *record* was read from, by its own path, if it is
+    still the same file (same device and inode).  Returns ``None`` when it
+    was erased, else why it was not (one line)."""
+    if not record.source:
+        return "it was not read from a file"
+    try:
+        st = os.lstat(record.source)
+    except OSError as exc:
+        return f"cannot erase: {_why(exc)}"
+    if not stat.S_ISREG(st.st_mode) or (
+            record.file_id is not None and (st.st_dev, st.st_ino) != record.file_id):
+        return "the file was replaced after it was read; left in place"
+    try:
+        os.unlink(record.source)
+    except OSError as exc:
+        return f"cannot erase: {_why(exc)}"
+    return None
