@@ -31,8 +31,8 @@ def test_pstore_directory_one_report_per_crash(capsys: pytest.CaptureFixture[str
     assert code == 0 and len(objs) == 1
     o = objs[0]
     assert o["kind"] == "null-pointer" and o["panic_reason"] == "Fatal exception"
-    assert o["sentence"] == ("kernel panic: NULL pointer dereference in crashy_null [crashy], "
-                             "task insmod (pid 164), kernel tainted OE")
+    assert o["sentence"] == ("kernel panic: BUG: unable to handle kernel NULL pointer dereference "
+                             "in crashy_null [crashy], task insmod (pid 164), kernel tainted OE")
     assert o["rip"] == {"function": "crashy_null", "offset": 0x15, "size": 0x30, "module": "crashy"}
     assert o["tainted"] == "OE" and o["taint_flags"] == ["OOT_MODULE", "UNSIGNED_MODULE"]
     assert o["kernel_offset"] == "0x11a00000" and o["fault_address"] == "0x0"
@@ -86,7 +86,7 @@ def test_text_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["oops", str(LAB / "6.12" / "list" / "pstore")]) == 0
     out = capsys.readouterr().out
     first = out.splitlines()[0]
-    assert first.endswith(": kernel panic: list_del corruption in crashy_list [crashy], "
+    assert first.endswith(": kernel panic: BUG: corrupted list in crashy_list [crashy], "
                           "task insmod (pid 162), kernel tainted OE")
     assert "    signature " in out and "call trace:" in out
 
