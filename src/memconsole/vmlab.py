@@ -255,6 +255,11 @@ class Drill:
         initrd_size: pad the lab initramfs with zeros to this many bytes
             (the kernel skips zeros between cpio archives), so the boot
             loader places an initrd as large as a distribution's.
+        boot_image: boot this CD image (``-cdrom``) instead of QEMU's
+            ``-kernel``: a real boot loader on it (e.g. GRUB from
+            ``grub-mkrescue``) loads the kernel, an initramfs built by
+            :meth:`Lab.initramfs` and the command line from its own
+            configuration; the drill's command-line options are not used.
     """
 
     kernel: Kernel
@@ -273,6 +278,7 @@ class Drill:
     each_boot: str = ""
     firmware: Path | None = None
     initrd_size: int | None = None
+    boot_image: Path | None = None
 
     @property
     def crashes(self) -> tuple[str | None, ...]:
@@ -477,11 +483,14 @@ sync
         memmap = drill.ramoops.memmap() if drill.ramoops is not None else None
         cmdline = " ".join(dict.fromkeys((*_BASE_CMDLINE, *([memmap] if memmap else []),
                                           *action_cmdline, *drill.extra_cmdline)))
+        if drill.boot_image is not None:
+            boot = ["-cdrom", str(drill.boot_image), "-boot", "d"]
+        else:
+            boot = ["-kernel", str(drill.kernel.vmlinuz), "-initrd", str(initrd),
+                    "-append", cmdline]
         argv = [
             qemu, "-accel", "tcg", "-cpu", "max", "-m", f"{drill.memory_mb}M",
-            "-smp", str(drill.smp),
-            "-kernel", str(drill.kernel.vmlinuz), "-initrd", str(initrd),
-            "-append", cmdline,
+            "-smp", str(drill.smp), *boot,
             "-display", "none", "-serial", "stdio", "-nic", "none",
             "-monitor", f"unix:{workdir / 'monitor.sock'},server=on,wait=off",
             # multidevs=remap: the host root spans several filesystems; without
