@@ -195,7 +195,7 @@ def run_placement(lab: Lab, kernel: Kernel, place: Placement, cycles: int, memor
     drill = Drill(kernel, action="panic", then=("panic",) * (cycles - 1), ramoops=place.ramoops,
                   each_boot=each, stage2=_SURVEY + 'survey "$boot"', memory_mb=memory_mb,
                   firmware=firmware, initrd_size=initrd_size,
-                  extra_cmdline=(*_CMDLINE, *place.cmdline), timeout=90.0 * (cycles + 1))
+                  extra_cmdline=(*_CMDLINE, *place.cmdline), timeout=240.0 * (cycles + 1))
     error = ""
     try:
         lab.run(drill, workdir)
