@@ -42,9 +42,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from memconsole._iomem import parse_iomem  # noqa: E402
 from memconsole.errors import LabError, MemconsoleError  # noqa: E402
-from memconsole.vmlab import Drill, Kernel, Lab, Ramoops, pick_kernel  # noqa: E402
+from memconsole.lab import Drill, Kernel, Lab, Ramoops, pick_kernel  # noqa: E402
+from memconsole.ring.iomem import parse_iomem  # noqa: E402
 
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
 _MARK = "memconsole-survival: crash of boot"
