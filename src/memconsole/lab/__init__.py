@@ -133,6 +133,14 @@ class Ramoops:
             ramoops takes address and size from that reservation
             (``mem_name=NAME``), and the lab adds no ``memmap=``; the drill
             supplies ``reserve_mem=`` in ``extra_cmdline``.
+        reserve: add ``memmap=mem_size$mem_address``; False when the drill's
+            ``extra_cmdline`` reserves the range itself (e.g. one entry that
+            holds ramoops and more after it).
+        modprobe_conf: the text of a modprobe.d file; the guest then loads
+            ramoops with a bare ``modprobe ramoops`` that reads only this
+            file (``options``, ``install`` lines) as
+            ``/etc/modprobe.d/memconsole.conf``, so the file itself is tested.
+            The other fields then only describe the region (memfile capture).
     """
 
     mem_address: int = 0x7000000
@@ -144,6 +152,8 @@ class Ramoops:
     ecc: int | None = None
     max_reason: int | None = None
     mem_name: str | None = None
+    reserve: bool = True
+    modprobe_conf: str | None = None
 
     def module_args(self) -> list[str]:
         """``modprobe ramoops`` arguments."""
@@ -167,7 +177,7 @@ class Ramoops:
     def memmap(self) -> str | None:
         """The ``memmap=`` boot option that keeps the kernel off the region
         (None when the region comes from ``reserve_mem=``)."""
-        if self.mem_name is not None:
+        if self.mem_name is not None or not self.reserve:
             return None
         return f"memmap={self.mem_size:#x}${self.mem_address:#x}"
 
@@ -268,6 +278,11 @@ class Drill:
             ``grub-mkrescue``) loads the kernel, an initramfs built by
             :meth:`Lab.initramfs` and the command line from its own
             configuration; the drill's command-line options are not used.
+        sparse_ram: map guest RAM without reserving it on the host
+            (``memory-backend-ram,reserve=off``, MAP_NORESERVE), so a guest
+            as large as a real machine (RAM at the address a plan chose, say
+            at 25 GiB) boots on a host with less free memory: the guest
+            touches only what it uses.  Ignored with ``memfile``.
     """
 
     kernel: Kernel
@@ -287,6 +302,7 @@ class Drill:
     firmware: Path | None = None
     initrd_size: int | None = None
     boot_image: Path | None = None
+    sparse_ram: bool = False
 
     @property
     def crashes(self) -> tuple[str | None, ...]:
@@ -417,8 +433,16 @@ class Lab:
 
     def _stage_script(self, drill: Drill, crashy: Path | None) -> str:
         pkg_root = str(Path(memconsole.__file__).resolve().parent.parent)
+        # The guest reads the host's root, /etc/modprobe.d included: hide the
+        # host's module configuration (a host set up by memconsole has ramoops
+        # options and an install guard there) behind the drill's own.
+        modconf = ("[ -d /etc/modprobe.d ] && mount -t tmpfs modprobe.d /etc/modprobe.d")
         if drill.ramoops is None:
             load = 'echo "memconsole-lab: no ramoops"'
+        elif drill.ramoops.modprobe_conf is not None:
+            modconf += " && cp /run/lab/modprobe.conf /etc/modprobe.d/memconsole.conf"
+            load = ('if ! modprobe ramoops; then '
+                    'echo "memconsole-lab: modprobe ramoops failed"; fi')
         else:
             modargs = " ".join(drill.ramoops.module_args())
             load = (f'if ! modprobe ramoops {modargs}; then '
@@ -455,6 +479,7 @@ CRASHY={shlex.quote(str(crashy)) if crashy else ""}
 mkdir -p "$OUT"
 mc() {{ {shlex.quote(sys.executable)} -m memconsole "$@"; }}
 echo 1 > /proc/sys/kernel/sysrq
+{modconf}
 {load}
 mountpoint -q /sys/fs/pstore || mount -t pstore pstore /sys/fs/pstore
 boot=$(( $(cat /run/lab/boot.count 2>/dev/null || echo 0) + 1 ))
@@ -514,6 +539,9 @@ sync
             argv += ["-object", f"memory-backend-file,id=ram0,size={drill.memory_mb}M,"
                      f"mem-path={workdir / 'guest.ram'},share=on",
                      "-machine", "pc,memory-backend=ram0"]
+        elif drill.sparse_ram:
+            argv += ["-object", f"memory-backend-ram,id=ram0,size={drill.memory_mb}M,"
+                     "reserve=off", "-machine", "pc,memory-backend=ram0"]
         if no_reboot:
             argv.append("-no-reboot")
         return argv
@@ -579,6 +607,8 @@ sync
             shutil.rmtree(workdir)
         (workdir / "out").mkdir(parents=True)
         (workdir / "stage.sh").write_text(self._stage_script(drill, crashy))
+        if drill.ramoops is not None and drill.ramoops.modprobe_conf is not None:
+            (workdir / "modprobe.conf").write_text(drill.ramoops.modprobe_conf)
         if drill.initrd_size is not None:
             initrd = self._padded_initrd(initrd, drill.initrd_size, workdir)
         serial_log = workdir / "serial.log"
