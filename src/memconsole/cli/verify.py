@@ -181,10 +181,9 @@ def _checks(plan: dict[str, Any], result: Any) -> list[tuple[str, bool, str]]:
                 "no dmesg record in /sys/fs/pstore after the reset"))
     collected = (result.output("collect.rc").strip() == "0"
                  and "dmesg-ramoops-" in result.output("archive.ls"))
-    out.append(("collected", collected,
-                f"memconsole collect: {result.output('collect.err').strip() or 'ok'}"
-                if collected else f"memconsole collect failed: "
-                f"{result.output('collect.err').strip()[-200:]}"))
+    said = result.output("collect.err").strip().removeprefix("memconsole collect: ")
+    out.append(("collected", collected, f"memconsole collect: {said or 'ok'}" if collected
+                else f"memconsole collect failed: {said[-200:]}"))
     first = (result.output("show.txt").splitlines() or [""])[0]
     explained = result.output("show.rc").strip() == "0" and first.startswith("Last boot ended")
     out.append(("explained", explained, first if explained else
