@@ -21,6 +21,7 @@ from memconsole.cli._sources import (
 from memconsole.cli.exitcodes import EXIT_DATA_MISSING, EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
 from memconsole.errors import ArchiveError, RegionError, RingFormatError
 from memconsole.history import RING_MATCH_WINDOW_NS, Boot, group_boots
+from memconsole.ops.journal import add_journal_arg, after_collect
 from memconsole.ring import RingBoot, current_boot_id
 
 __all__ = ["register", "run"]
@@ -45,6 +46,7 @@ def register(sub: Any) -> None:
     add_ring_arg(p, "also archive the ended boots this ring holds that did not shut down "
                  "cleanly, or that left pstore records (each once), into the archive boot "
                  "directory of the same boot")
+    add_journal_arg(p)
     p.set_defaults(func=run)
 
 
@@ -180,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         duplicates += ring_dups
         if ring_failed:
             status = EXIT_PARTIAL
+    after_collect(args, lambda message: warn("collect", message))
     if args.json:
         for item in results:
             sys.stdout.write(json.dumps(item) + "\n")
