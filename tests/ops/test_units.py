@@ -142,6 +142,8 @@ def test_unsafe_command_words_are_refused() -> None:
         render_unit(text, Command(("/opt/my venv/bin/memconsole",)))
     with pytest.raises(ConfigError, match="cannot carry"):
         render_unit(text, Command(("/usr/bin/memconsole",), (("PYTHONPATH", "/a%b"),)))
+    with pytest.raises(ConfigError, match="PrivateTmp"):
+        render_unit(text, Command(("/tmp/venv/bin/memconsole",)))
 
 
 def test_security_exposure_is_documented(tmp_path: Path) -> None:

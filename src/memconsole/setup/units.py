@@ -93,7 +93,16 @@ def _script_of(candidate: Path, python: str) -> bool:
             first = f.readline(4096)
     except OSError:
         return False
-    return first.rstrip(b"\n").removeprefix(b"#!").strip() == python.encode()
+    interpreter = os.fsdecode(first.rstrip(b"\n").removeprefix(b"#!").strip())
+    if interpreter == python:
+        return True
+    # A virtual environment's scripts say bin/python3 where sys.executable
+    # may say bin/python: the same directory and the same file are the same.
+    try:
+        return (Path(interpreter).parent == Path(python).parent
+                and os.path.samefile(interpreter, python))
+    except OSError:
+        return False
 
 
 def default_command() -> Command:
@@ -143,6 +152,10 @@ def render_unit(text: str, command: Command) -> str:
         raise ConfigError(f"unit has {count} memconsole commands in ExecStart=, expected 1")
     places = sorted({str(Path(command.argv[0]).parent)}
                     | {value for name, value in command.environment if name == "PYTHONPATH"})
+    for place in places:
+        if Path(place).is_relative_to("/tmp") or Path(place).is_relative_to("/var/tmp"):
+            raise ConfigError(f"{place}: the units run with PrivateTmp=yes and would not see "
+                              "a memconsole under /tmp or /var/tmp; install it elsewhere")
     _insert_after(lines, "[Unit]", [f"RequiresMountsFor={' '.join(places)}"])
     _insert_after(lines, "[Service]", [f"Environment={name}={value}"
                                        for name, value in command.environment])
