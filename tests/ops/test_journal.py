@@ -16,7 +16,15 @@ from conftest import lab_fixture
 from memconsole.archive import Archive
 from memconsole.cli import main
 from memconsole.ops._native import encode
-from memconsole.ops.journal import MESSAGE_ID, archived_events, culprit, event_fields, title
+from memconsole.ops.journal import (
+    MESSAGE_ID,
+    archived_events,
+    culprit,
+    event_fields,
+    read_sent,
+    sent_boots,
+    title,
+)
 
 root = pytest.mark.root
 
@@ -148,6 +156,11 @@ def test_collect_writes_each_event_once(tmp_path: Path) -> None:
         assert entry["SYSLOG_IDENTIFIER"] == "memconsole"
     sent = json.loads((archive / "journal.json").read_text())
     assert [s["signature"] for s in sent] == [e["MEMCONSOLE_SIGNATURE"] for e in got]
+    # Both boots are done: the next collect does not parse their reports again.
+    assert sent_boots(Archive(archive), read_sent(Archive(archive))) == \
+        set(Archive(archive).boots())
+    assert archived_events(Archive(archive), sent_boots(Archive(archive),
+                                                        read_sent(Archive(archive)))) == []
 
 
 @root

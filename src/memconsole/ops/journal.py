@@ -31,13 +31,13 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from memconsole._common import write_durably
 from memconsole.archive import Archive, read_index, sha256
-from memconsole.archive.ring import load_ring_logs
+from memconsole.archive.ring import archived_rings, load_ring_logs
 from memconsole.errors import MemconsoleError
 from memconsole.history import CrashEvent, attach_rings, current_boot_start_ns, group_events
 from memconsole.oops import Report
@@ -59,7 +59,9 @@ __all__ = [
     "culprit",
     "event_fields",
     "event_key",
+    "read_sent",
     "send_events",
+    "sent_boots",
     "title",
 ]
 
@@ -89,6 +91,8 @@ class SentEvent:
         kind: its kind.
         signature: its signature, or None without a report.
         sent_ns: when the entry was sent.
+        records: SHA-256 of each of its pstore records.
+        ring_boot: the kernel boot id of its ring boot, if it has one.
     """
 
     event: str
@@ -96,6 +100,8 @@ class SentEvent:
     kind: str
     signature: str | None
     sent_ns: int
+    records: list[str] = field(default_factory=list)
+    ring_boot: str | None = None
 
 
 @dataclass(frozen=True)
@@ -194,13 +200,41 @@ def event_fields(event: CrashEvent, current_boot_ns: int | None = None
     return out
 
 
-def archived_events(archive: Archive) -> list[CrashEvent]:
-    """Every crash event in *archive* (pstore records and ring boots), oldest first."""
+def archived_events(archive: Archive, skip: Collection[str] = ()) -> list[CrashEvent]:
+    """Every crash event in *archive* (pstore records and ring boots), oldest
+    first, leaving out the archive boot directories named in *skip*."""
     events: list[CrashEvent] = []
     for boot in archive.boots():
-        events += group_events(boot, archive.load(boot))
+        if boot not in skip:
+            events += group_events(boot, archive.load(boot))
     events.sort(key=lambda e: e.time_ns)
-    return attach_rings(events, load_ring_logs(archive))
+    rings = [r for r in load_ring_logs(archive) if r.archive_boot not in skip]
+    return attach_rings(events, rings)
+
+
+def sent_boots(archive: Archive, sent: Sequence[SentEvent]) -> set[str]:
+    """Archive boot directories whose every record and ring boot belongs to
+    an event already sent: their reports need not be parsed again."""
+    records = {h for e in sent for h in e.records}
+    rings = {e.ring_boot for e in sent if e.ring_boot}
+    ring_index: dict[str, list[str]] = {}
+    for boot, ring in archived_rings(archive):
+        ring_index.setdefault(boot, []).append(ring.ring_boot)
+    done = set()
+    for boot in archive.boots():
+        mine = [r.sha256 for r in archive.records(boot)]
+        ring_boots = ring_index.get(boot, [])
+        if (mine or ring_boots) and records.issuperset(mine) and rings.issuperset(ring_boots):
+            done.add(boot)
+    return done
+
+
+def read_sent(archive: Archive) -> list[SentEvent]:
+    """The archive's list of events sent (empty before the first)."""
+    try:
+        return read_index(archive.root / SENT_INDEX, SentEvent)
+    except MemconsoleError as exc:
+        raise JournalError(str(exc)) from exc
 
 
 @contextlib.contextmanager
@@ -236,10 +270,7 @@ def send_events(events: Sequence[CrashEvent], archive: Archive, *,
     path = archive.root / SENT_INDEX
     try:
         with _locked(archive.root):
-            try:
-                entries = read_index(path, SentEvent)
-            except MemconsoleError as exc:
-                raise JournalError(str(exc)) from exc
+            entries = read_sent(archive)
             done = {e.event for e in entries}
             boot_ns = current_boot_start_ns()
             sent: list[str] = []
@@ -257,7 +288,9 @@ def send_events(events: Sequence[CrashEvent], archive: Archive, *,
                 if not delivered:
                     return SendResult(tuple(sent), already, True)
                 sig = event.report.signature if event.report else None
-                entries.append(SentEvent(key, event.boot, event.kind, sig, now_ns()))
+                entries.append(SentEvent(key, event.boot, event.kind, sig, now_ns(),
+                                         [sha256(r.raw) for r in event.records],
+                                         event.ring.ring_boot if event.ring else None))
                 done.add(key)
                 _write_index(path, entries)
                 sent.append(key)
@@ -295,7 +328,9 @@ def after_collect(args: argparse.Namespace, warn: Callable[[str], None]) -> None
     if not archive.exists():
         return
     try:
-        result = send_events(archived_events(archive), archive, socket=socket)
+        # Boots whose events all went before are not parsed again at every boot.
+        skip = sent_boots(archive, read_sent(archive))
+        result = send_events(archived_events(archive, skip), archive, socket=socket)
     except MemconsoleError as exc:
         warn(f"journal: {exc}")
         return
