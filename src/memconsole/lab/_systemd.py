@@ -31,6 +31,7 @@ from __future__ import annotations
 import compileall
 import hashlib
 import os
+import resource
 import shlex
 import shutil
 import sys
@@ -290,6 +291,7 @@ def run_systemd_drill(lab: Lab, drill: SystemdDrill, workdir: Path) -> DrillResu
     label = f"{drill.kernel.release} systemd"
     lab.progress(f"{label}: starting QEMU (TCG) in {workdir}")
     started = time.monotonic()
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     rc, boots = lab._run_qemu(_qemu_argv(drill, workdir, initrd), serial_log,
                               started + drill.timeout, label, drill.boots)
     serial = serial_log.read_text(errors="replace")
@@ -304,5 +306,9 @@ def run_systemd_drill(lab: Lab, drill: SystemdDrill, workdir: Path) -> DrillResu
     if not (workdir / "out" / "done").exists():
         raise LabError(f"{label}: the guest stopped after {boots} boots without "
                        "finishing its stages", _tail(serial))
-    lab.progress(f"{label}: done ({boots} boots, {time.monotonic() - started:.0f} s)")
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    qemu_cpu = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
+    # QEMU's CPU time is about the wall time on an idle host (one TCG vCPU).
+    lab.progress(f"{label}: done ({boots} boots, {time.monotonic() - started:.0f} s, "
+                 f"QEMU CPU {qemu_cpu:.0f} s)")
     return result
