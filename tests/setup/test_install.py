@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require
 from setup_facts import IOMEM, K61, scratch_root, snapshot
 
+from conftest import require
 from memconsole.cli.main import main
 from memconsole.errors import SetupError
 from memconsole.setup.files import GRUB_DROPIN, Desired, desired_files
@@ -63,7 +63,8 @@ def test_setup_then_undo_is_byte_for_byte(tmp_path: Path, capsys: pytest.Capture
 
     assert main(["setup", "--root", str(root), "--undo"]) == 0
     out = capsys.readouterr().out
-    assert "restored /etc/memconsole.conf" in out and "removed  /etc/modprobe.d/memconsole.conf" in out
+    assert "restored /etc/memconsole.conf" in out
+    assert "removed  /etc/modprobe.d/memconsole.conf" in out
     assert snapshot(root) == before
     assert main(["setup", "--root", str(root), "--undo"]) == 0
     assert "nothing to undo" in capsys.readouterr().out

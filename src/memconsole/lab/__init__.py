@@ -45,6 +45,7 @@ import memconsole
 import memconsole.lab._initramfs as _initramfs_module
 from memconsole.errors import LabError
 from memconsole.lab._initramfs import build_initramfs, default_busybox
+from memconsole.lab._systemd import SystemdDrill, run_systemd_drill
 
 __all__ = [
     "CRASH_ACTIONS",
@@ -54,6 +55,7 @@ __all__ = [
     "Kernel",
     "Lab",
     "Ramoops",
+    "SystemdDrill",
     "find_kernels",
     "pick_kernel",
 ]
@@ -657,6 +659,11 @@ sync
                            _tail(serial))
         self.progress(f"{label}: done ({boots} boots)")
         return result
+
+    def run_systemd(self, drill: SystemdDrill, workdir: Path) -> DrillResult:
+        """Run a drill whose guest boots systemd as PID 1 (see
+        :mod:`memconsole.lab._systemd`)."""
+        return run_systemd_drill(self, drill, workdir)
 
     @staticmethod
     def _padded_initrd(initrd: Path, size: int, workdir: Path) -> Path:
