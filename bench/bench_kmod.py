@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from memconsole.vmlab import Drill, Kernel, Lab, find_kernels, pick_kernel  # noqa: E402
+from memconsole.lab import Drill, Kernel, Lab, find_kernels, pick_kernel  # noqa: E402
 
 _LINE = re.compile(r"crashy: bench: (\d+) messages in (\d+) ns, (\d+) ns per message, "
                    r"consoles: (.*)$", re.MULTILINE)

@@ -32,10 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from memconsole.recorder import Recorder, StreamSource  # noqa: E402
-from memconsole.regions import buffer_region, open_region  # noqa: E402
 from memconsole.ring import Ring  # noqa: E402
-from memconsole.ringlog import RingHandler  # noqa: E402
+from memconsole.ring.handler import RingHandler  # noqa: E402
+from memconsole.ring.recorder import Recorder, StreamSource  # noqa: E402
+from memconsole.ring.regions import buffer_region, open_region  # noqa: E402
 
 _BOOT_LOG = [
     "Linux version 6.12.117+deb12-amd64 (debian-kernel@lists.debian.org) #1 SMP",

@@ -68,7 +68,7 @@
 
 #define MC_VERSION "0.1.0"
 
-/* Ring format version 1: docs/ring.md, src/memconsole/_ringfmt.py. */
+/* Ring format version 1: docs/ring.md, src/memconsole/ring/format.py. */
 #define RING_MAGIC "MCONRING"
 #define RING_VERSION 1
 #define HEADER_SIZE 64
@@ -792,7 +792,7 @@ static struct notifier_block mc_panic_nb = {
 
 enum { HDR_OK, HDR_EMPTY, HDR_FOREIGN, HDR_DAMAGED, HDR_VERSION, HDR_GEOMETRY };
 
-/* One header copy, checked as _ringfmt._check_copy() does; why says what is wrong. */
+/* One header copy, checked as ring/format.py _check_copy() does; why says what is wrong. */
 static int check_copy(const struct mc_header *h, int at, u64 size, char *why, size_t wn)
 {
 	const u8 *raw = (const u8 *)h;
@@ -852,7 +852,7 @@ static void mc_format(void)
 }
 
 /*
- * Scan the data area as _ringfmt.scan_records() does and continue after
+ * Scan the data area as ring/format.py scan_records() does and continue after
  * the record with the highest seq (Ring.__init__): the next record goes
  * right after it, with seq + 1; the next kernel record after the highest
  * kernel seq this boot already has in the ring.  Returns the number of

@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+# Static checks first: a type error or a lint finding fails the run.
+scripts/lint.sh
 exec .venv/bin/python -m pytest -n "${MEMCONSOLE_TEST_JOBS:-2}" "$@"

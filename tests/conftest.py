@@ -28,7 +28,7 @@ def require(condition: bool, reason: str) -> None:
 
 
 def _vm_missing() -> str | None:
-    from memconsole.vmlab import find_kernels
+    from memconsole.lab import find_kernels
 
     if shutil.which("qemu-system-x86_64") is None:
         return "qemu-system-x86_64 is not installed (scripts/bootstrap.sh installs it)"
@@ -49,9 +49,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """A :class:`memconsole.vmlab.Lab` with a cache shared by the session
+    """A :class:`memconsole.lab.Lab` with a cache shared by the session
     (and by later sessions: the default cache directory)."""
-    from memconsole.vmlab import Lab
+    from memconsole.lab import Lab
 
     return Lab(progress=lambda msg: print(f"lab: {msg}"))
 
@@ -59,7 +59,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
 def kernel_for(prefix: str):  # type: ignore[no-untyped-def]
     """The installed kernel whose release starts with *prefix* (6.1, 6.12)."""
     from memconsole.errors import LabError
-    from memconsole.vmlab import pick_kernel
+    from memconsole.lab import pick_kernel
 
     try:
         return pick_kernel(prefix)

@@ -1,5 +1,5 @@
 """``python -m memconsole``."""
 
-from memconsole.cli import entry_point
+from memconsole.cli.main import entry_point
 
 entry_point()

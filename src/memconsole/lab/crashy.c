@@ -190,7 +190,7 @@ static noinline void crashy_list(void)
 /*
  * action=softlockup
  *
- * Expected report (lab boots with softlockup_panic=1 watchdog_thresh=1):
+ * Expected report (the lab sets softlockup_panic=1 and watchdog_thresh=1 first):
  *   watchdog: BUG: soft lockup - CPU#N stuck for 2s! [insmod:P]
  *   RIP: 0010:crashy_softlockup+0x.../0x... [crashy]
  *   Kernel panic - not syncing: softlockup: hung tasks

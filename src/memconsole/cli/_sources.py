@@ -1,0 +1,98 @@
+"""The options that say where the read commands find records (pstore
+directories, the archive, a ring), shared by ``collect``, ``show`` and
+``list`` so the three agree on defaults.  Finding and reading the sources
+is the library's (memconsole.pstore.find_sources, memconsole.history);
+this module turns options into its parameters and prints its warnings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from memconsole.archive import DEFAULT_ARCHIVE_DIR
+from memconsole.cli._output import warn
+from memconsole.errors import ConfigError
+from memconsole.pstore import DEFAULT_PSTORE_DIR, SYSTEMD_PSTORE_DIR, PstoreSource, find_sources
+from memconsole.render import text
+
+if TYPE_CHECKING:
+    from memconsole.history import CrashEvent
+
+__all__ = ["RING_ENV", "EventList", "add_archive_arg", "add_pstore_arg", "add_ring_arg",
+           "all_events", "pstore_sources", "ring_spec", "warn"]
+
+#: Environment variable that gives ``--ring`` its default for ``record``,
+#: ``collect`` and ``list`` (systemd units read it from /etc/default/memconsole).
+RING_ENV = "MEMCONSOLE_RING"
+
+
+def add_pstore_arg(parser: argparse.ArgumentParser) -> None:
+    """``--pstore DIR``."""
+    parser.add_argument(
+        "--pstore", metavar="DIR", type=Path,
+        help=f"read records from DIR only (default: {DEFAULT_PSTORE_DIR} and "
+        f"{SYSTEMD_PSTORE_DIR}, where systemd-pstore moves them)")
+
+
+def add_archive_arg(parser: argparse.ArgumentParser) -> None:
+    """``--archive DIR``."""
+    parser.add_argument("--archive", metavar="DIR", type=Path, default=DEFAULT_ARCHIVE_DIR,
+                        help=f"the memconsole archive (default {DEFAULT_ARCHIVE_DIR})")
+
+
+def add_ring_arg(parser: argparse.ArgumentParser, what: str, env_default: bool = True) -> None:
+    """``--ring SPEC``, by default from ``$MEMCONSOLE_RING``."""
+    default = os.environ.get(RING_ENV) or None if env_default else None
+    parser.add_argument(
+        "--ring", metavar="SPEC", default=default,
+        help=f"{what}: a ring file, a pmem device (/dev/pmem0), or mem:ADDR:SIZE for a "
+        "memmap-reserved physical range through /dev/mem"
+        + (f" (default ${RING_ENV})" if env_default else ""))
+
+
+def ring_spec(args: argparse.Namespace) -> str:
+    """The ``--ring`` value, or a :class:`ConfigError` saying how to give one."""
+    if not args.ring:
+        raise ConfigError(f"no ring: give --ring SPEC or set ${RING_ENV}")
+    return str(args.ring)
+
+
+def pstore_sources(args: argparse.Namespace, command: str) -> list[PstoreSource]:
+    """The pstore directories of ``--pstore`` (or the defaults), their
+    warnings printed.  An explicit ``--pstore`` that is missing is a
+    :class:`ConfigError`."""
+    sources, warnings = find_sources(args.pstore)
+    for line in warnings:
+        warn(command, line)
+    return sources
+
+
+class EventList(list["CrashEvent"]):
+    """Crash events, oldest first, and whether something had to be skipped
+    to get them.
+
+    Attributes:
+        partial: something was skipped (each skip was one warning line on
+            stderr): the command's exit status is then 3 (partial).
+    """
+
+    partial: bool = False
+
+
+def all_events(args: argparse.Namespace, command: str) -> EventList:
+    """Crash events from the archive, pending records and ``--ring``
+    (memconsole.history.crash_history), oldest first; its warnings are
+    printed, one line each."""
+    from memconsole.archive import Archive
+    from memconsole.history import crash_history
+
+    history = crash_history(Archive(args.archive), pstore_sources(args, command),
+                            getattr(args, "ring", None))
+    for line in history.warnings:
+        warn(command, text(line))
+    events = EventList(history.events)
+    events.partial = bool(history.warnings)
+    return events
