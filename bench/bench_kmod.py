@@ -65,7 +65,7 @@ def _stage(ko: Path, count: int, repeat: int) -> str:
 
 def run(lab: Lab, kernel: Kernel, count: int, repeat: int, workdir: Path) -> dict[str, list[int]]:
     """ns per message of each configuration, one value per repetition."""
-    kmod = ROOT / "kmod"
+    kmod = ROOT / "src" / "memconsole" / "kmod"
     ko = lab.module(kernel, [kmod / "memconsole.c", kmod / "Kbuild"], "memconsole")
     drill = Drill(kernel, action="reset", stage1=_stage(ko, count, repeat), smp=1,
                   extra_cmdline=("memmap=1M$0x7200000",), timeout=3600)

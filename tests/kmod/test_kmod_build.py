@@ -1,4 +1,4 @@
-"""kmod/memconsole.ko builds without a warning (``W=1``) against the
+"""src/memconsole/kmod/memconsole.ko builds without a warning (``W=1``) against the
 headers of every installed lab kernel, and Kbuild's feature detection
 matches what those headers declare."""
 
@@ -13,7 +13,7 @@ import pytest
 
 from conftest import require
 
-KMOD = Path(__file__).resolve().parents[2] / "kmod"
+KMOD = Path(__file__).resolve().parents[2] / "src" / "memconsole" / "kmod"
 
 
 def _kernels() -> list[str]:

@@ -46,7 +46,7 @@ from conftest import kernel_for
 pytestmark = pytest.mark.vm
 
 ROOT = Path(__file__).resolve().parents[2]
-KMOD = ROOT / "kmod"
+KMOD = ROOT / "src" / "memconsole" / "kmod"
 GUEST = Path(__file__).resolve().parent / "vm_kmod_guest.py"
 MOD = "mem:0x7200000:1M"
 REC = "mem:0x7400000:1M"

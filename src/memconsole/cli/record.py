@@ -46,7 +46,9 @@ def register(sub: Any) -> None:
         "continues after the last record the ring holds.  The source, the ring spec and "
         "the range are all checked before the ring is created or written.  Exit status 0 "
         "on SIGTERM or end of input, 1 when the ring or the source cannot be used or the "
-        "source fails.")
+        "source fails.  Where memconsole.ko writes the same mem: range (/sys/module/"
+        "memconsole/parameters/region), it says so in one line and exits 0 without "
+        "writing: one ring has one writer (docs/kmod.md).")
     add_ring_arg(p, "where to record")
     p.add_argument("--ring-size", metavar="SIZE", type=ring_size_arg,
                    help=f"size of a ring file that does not exist yet (default "
@@ -77,6 +79,17 @@ def run(args: argparse.Namespace) -> int:
     if parsed.size is not None and args.ring_size is not None and args.ring_size != parsed.size:
         raise ConfigError(f"--ring-size {args.ring_size} differs from the {parsed.size} bytes "
                           f"of {spec}: a mem: range has the size its spec gives")
+    if parsed.address is not None:
+        from memconsole.ring.kconsole import read_kernel_console, writer_of
+
+        module = writer_of(parsed, read_kernel_console())
+        if module is not None:
+            # One ring, one writer (docs/kmod.md): the module has it.
+            sd_notify(f"READY=1\nSTATUS=memconsole.ko writes {module.region}")
+            print(f"memconsole record: {spec} is written by memconsole.ko (state "
+                  f"{module.state}, /sys/module/memconsole): not recording", file=sys.stderr,
+                  flush=True)
+            return EXIT_OK
     source = open_source(args.source, args.format)
     try:
         return _record(args, spec, source)
