@@ -61,9 +61,13 @@ def register(sub: Any) -> None:
                    help="the kernel's configuration (default /boot/config-R)")
     p.add_argument("--root", type=Path, default=Path("/"), metavar="DIR",
                    help="configure the system below DIR (a chroot or image; default /)")
+    p.add_argument("--kernel-console", action="store_true",
+                   help="also build and install memconsole.ko through DKMS (needs the dkms "
+                   "package and the kernel's headers) and load it at boot on the ring "
+                   "(--ring SIZE, or 'ring = mem:ADDR:SIZE' in /etc/memconsole.conf); "
+                   "--undo removes it (docs/kmod.md)")
     # Later, not here yet: --units (memconsole.setup.units.install_units(root),
-    # added to the same transaction) and --kernel-console (memconsole's kernel
-    # console module through DKMS).
+    # added to the same transaction).
     p.set_defaults(func=run)
 
 
@@ -160,8 +164,9 @@ _NEXT = ("Next: 'memconsole verify' proves the kernel side now, in a VM (configu
 
 def run(args: argparse.Namespace) -> int:
     """Plan, print, install or undo; see :func:`register`."""
+    from memconsole.setup import kconsole
     from memconsole.setup.files import desired_files
-    from memconsole.setup.install import apply, grub_updater, undo
+    from memconsole.setup.install import Step, apply, grub_updater, read_manifest, undo
     from memconsole.setup.kconfig import Level
 
     root = args.root
@@ -170,22 +175,45 @@ def run(args: argparse.Namespace) -> int:
                          "(--dry-run prints the plan without writing)")
     update, how = grub_updater(root)
     if args.undo:
-        outcome = undo(root, update, how)
+        dkms = kconsole.dkms_for_undo(root, read_manifest(root))
+        outcome = undo(root, update, how, [Step(dkms.remove)] if dkms is not None else [])
         if args.json:
             print(json.dumps({"undo": True, "restored": list(outcome.changed),
-                              "removed": list(outcome.removed), "update_grub": outcome.grub}))
+                              "removed": list(outcome.removed), "update_grub": outcome.grub,
+                              "steps": list(outcome.steps)}))
         else:
+            for note in outcome.steps:
+                print(note)
             for path in outcome.changed:
                 print(f"restored {path}")
             for path in outcome.removed:
                 print(f"removed  {path}")
             print(outcome.grub)
         return EXIT_OK
+    kc_before = kconsole.dkms_for_undo(root, read_manifest(root))
+    if kc_before is not None and not args.kernel_console:
+        raise SetupError(f"the last setup installed the kernel console ({kc_before.module} "
+                         "through DKMS): run setup with --kernel-console to keep it, or "
+                         "'memconsole setup --undo' first; nothing was changed")
+    if args.kernel_console and args.ring is None:
+        previous = ((read_manifest(root) or {}).get("plan") or {}).get("ring")
+        if isinstance(previous, dict):
+            args.ring = int(previous["size"])  # keep the ring the module writes
     facts, plan, findings = make_plan(args)
     errors = [f for f in findings if f.level is Level.ERROR]
     desired = desired_files(plan, facts.machine.grub)
-    files = [d.path for d in desired]
     record = plan.as_dict()
+    steps: list[Step] = []
+    kc = None
+    if args.kernel_console:
+        kc = kconsole.plan_kernel_console(root, plan.kernel,
+                                          plan.ring.spec() if plan.ring else None)
+        desired += kc.files
+        record["kernel_console"] = kc.record()
+        steps.append(Step(kc.dkms.install, kc.dkms.remove))
+        if not args.dry_run:
+            kc.dkms.require()
+    files = [d.path for d in desired]
     if args.json:
         data = {**record, "kernel_chosen_because": facts.kernel.chosen_because,
                 "files": files, "notes": list(facts.notes), "dry_run": args.dry_run,
@@ -193,6 +221,10 @@ def run(args: argparse.Namespace) -> int:
                             "text": f.text} for f in findings]}
     else:
         _print_plan(facts, plan, findings, files)
+        if kc is not None:
+            print(f"Kernel console: memconsole.ko {kc.dkms.version} on {kc.ring.text}, from "
+                  f"{kc.where}; DKMS builds it for {plan.kernel}"
+                  + (f" (missing: {', '.join(kc.missing)})" if kc.missing else ""))
     if errors:
         if args.json:
             print(json.dumps(data))
@@ -203,11 +235,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             print("Dry run: nothing was written.")
         return EXIT_OK
-    outcome = apply(root, desired, record, update, how, plan.cmdline)
+    outcome = apply(root, desired, record, update, how, plan.cmdline, steps)
     if args.json:
         data.update(changed=list(outcome.changed), removed=list(outcome.removed),
                     unchanged=list(outcome.unchanged), update_grub=outcome.grub,
-                    manifest=outcome.manifest)
+                    manifest=outcome.manifest, steps=list(outcome.steps))
         print(json.dumps(data))
         return EXIT_OK
     if not outcome.changed and not outcome.removed:
@@ -219,6 +251,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"removed  {path}")
     for path in outcome.unchanged if outcome.changed or outcome.removed else ():
         print(f"kept     {path} (already right)")
+    for note in outcome.steps:
+        print(note)
     print(outcome.grub)
     print(_NEXT)
     return EXIT_OK

@@ -30,7 +30,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ __all__ = [
     "MANIFEST",
     "GrubUpdate",
     "Outcome",
+    "Step",
     "apply",
     "grub_updater",
     "read_manifest",
@@ -75,6 +76,7 @@ class Outcome:
         unchanged: paths that already had the right content.
         grub: one sentence about update-grub (run, not needed, not found).
         manifest: the manifest's path ("" when there is none now).
+        steps: one sentence per :class:`Step` run (DKMS).
     """
 
     changed: tuple[str, ...] = ()
@@ -82,6 +84,26 @@ class Outcome:
     unchanged: tuple[str, ...] = ()
     grub: str = ""
     manifest: str = ""
+    steps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    """An action beyond the files, part of the transaction: :func:`apply`
+    runs it after the files are committed (a failure puts them back),
+    :func:`undo` before they are restored.  *run* returns one sentence or
+    raises :class:`SetupError` having undone its own part; *revert* undoes
+    a finished run when a later part fails (best effort)."""
+
+    run: Callable[[], str]
+    revert: Callable[[], object] | None = None
+
+
+def _revert(steps: Sequence[Step]) -> None:
+    for step in reversed(steps):
+        if step.revert is not None:
+            with contextlib.suppress(SetupError, OSError):
+                step.revert()
 
 
 @dataclass
@@ -320,10 +342,11 @@ def _op(root: Path, path: str, new: bytes | None, mode: int, before: _State,
 
 def apply(root: Path, desired: list[Desired], record: dict[str, Any],
           update: GrubUpdate | None, update_how: str,
-          grub_words: tuple[str, ...] | None = None) -> Outcome:
+          grub_words: tuple[str, ...] | None = None, steps: Sequence[Step] = ()) -> Outcome:
     """Make the files below *root* what *desired* says, recording *record*
-    (the plan, as JSON) in the manifest; run *update* when the GRUB drop-in
-    changed and check its grub.cfg for *grub_words*."""
+    (the plan, as JSON) in the manifest; run *steps* once the files are
+    committed; run *update* when the GRUB drop-in changed and check its
+    grub.cfg for *grub_words*."""
     manifest_path = MANIFEST
     old = read_manifest(root)
     old_files = {f["path"]: f for f in old["files"]} if old else {}
@@ -366,7 +389,8 @@ def apply(root: Path, desired: list[Desired], record: dict[str, Any],
                                original))
     if not txn.ops and old is not None:
         return Outcome(unchanged=tuple(unchanged), manifest=manifest_path,
-                       grub="update-grub not needed: nothing changed")
+                       grub="update-grub not needed: nothing changed",
+                       steps=tuple(step.run() for step in steps))
     manifest = {"version": 1, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "plan": record, "files": entries,
                 "dirs": sorted({*(old or {}).get("dirs", [])})}
@@ -376,10 +400,27 @@ def apply(root: Path, desired: list[Desired], record: dict[str, Any],
     mbefore = _state(mpath)
     txn.ops.insert(0, _Op(manifest_path, mpath, b"", 0o600, mbefore))
     _run_with_manifest(root, txn, manifest, "install the configuration")
-    grub = _grub(txn, update, update_how, grub_words, "setup rolled back")
+    done: list[Step] = []
+    notes: list[str] = []
+    try:
+        for step in steps:
+            notes.append(step.run())
+            done.append(step)
+    except SetupError as exc:
+        _revert(done)
+        failed = _rollback(txn)
+        tail = (f"could not restore {', '.join(failed)}" if failed
+                else "every file was put back as it was")
+        raise SetupError(f"setup rolled back: {exc}; {tail}") from None
+    try:
+        grub = _grub(txn, update, update_how, grub_words, "setup rolled back")
+    except SetupError:
+        _revert(done)
+        raise
     return Outcome(changed=tuple(op.path for op in txn.ops[1:] if op.new is not None),
                    removed=tuple(op.path for op in txn.ops[1:] if op.new is None),
-                   unchanged=tuple(unchanged), grub=grub, manifest=manifest_path)
+                   unchanged=tuple(unchanged), grub=grub, manifest=manifest_path,
+                   steps=tuple(notes))
 
 
 def _run_with_manifest(root: Path, txn: _Txn, manifest: dict[str, Any], what: str) -> None:
@@ -409,9 +450,12 @@ def _run_with_manifest(root: Path, txn: _Txn, manifest: dict[str, Any], what: st
         raise SetupError(f"cannot {what}: {exc.filename or ''}: {exc.strerror}; {tail}") from None
 
 
-def undo(root: Path, update: GrubUpdate | None, update_how: str) -> Outcome:
+def undo(root: Path, update: GrubUpdate | None, update_how: str,
+         steps: Sequence[Step] = ()) -> Outcome:
     """Put every file the last setup touched back as it was before the
-    first setup (remove the ones it created), then the manifest."""
+    first setup (remove the ones it created), then the manifest; *steps*
+    run first, once the files are known to be restorable (a failing step
+    leaves every file as it is)."""
     old = read_manifest(root)
     if old is None:
         return Outcome(grub="nothing to undo: no setup manifest "
@@ -442,6 +486,7 @@ def undo(root: Path, update: GrubUpdate | None, update_how: str) -> Outcome:
     if conflicts:
         raise SetupError(f"changed since setup: {', '.join(conflicts)}: their content before "
                          f"setup is in {MANIFEST} (base64 'original'); nothing was changed")
+    notes = tuple(step.run() for step in steps)
     mpath = _target(root, MANIFEST)
     txn.ops.append(_Op(MANIFEST, mpath, None, 0o600, _state(mpath)))
     _run(txn, "undo the configuration")
@@ -451,4 +496,4 @@ def undo(root: Path, update: GrubUpdate | None, update_how: str) -> Outcome:
     grub = _grub(txn, update, update_how, None, "undo rolled back")
     return Outcome(changed=tuple(op.path for op in txn.ops[:-1] if op.new is not None),
                    removed=tuple(op.path for op in txn.ops[:-1] if op.new is None),
-                   grub=grub)
+                   grub=grub, steps=notes)
