@@ -18,7 +18,8 @@ module on ``mem:0x7200000:1M`` and starts the user-space recorder on
 4. a panic;
 5. a clean restart (``reboot -f``);
 6. stage 2: both rings copied out, the module loaded again, ``memconsole
-   show --ring`` on the module's ring.
+   record`` on the module's ring (it steps aside), ``memconsole show
+   --ring`` on the module's ring.
 
 Then, for every crashed boot: the module's ring holds the boot's console to
 its last line, lines that only a writer in the printk path could have
@@ -105,6 +106,9 @@ def _stage2(ko: Path) -> str:
     {PY} {shlex.quote(str(GUEST))} dump {REC} "$OUT/recorder.ring"
     cat /proc/sys/kernel/random/boot_id > "$OUT/boot_id.$boot"
     insmod {shlex.quote(str(ko))} mem_address=0x7200000 mem_size=1M > "$OUT/insmod.$boot" 2>&1
+    # The recorder on the module's ring steps aside: one ring, one writer.
+    mc record --ring {MOD} > "$OUT/aside.out" 2> "$OUT/aside.err"
+    echo $? > "$OUT/aside.rc"
     mc show --ring {MOD} --boot all > "$OUT/show.txt" 2> "$OUT/show.err"
     echo $? > "$OUT/show.rc"
     for f in {PARAMS}/*; do echo "${{f##*/}}=$(cat $f)"; done > "$OUT/params.$boot"
@@ -263,6 +267,11 @@ def check_drill(out_dir: Path) -> None:
             assert "without a clean stop" in lines[-1], lines[-1]
     assert re.search(r"\] crashy: hardlockup: interrupts off, line 2 of 3$", "\n".join(shown[0]),
                      re.MULTILINE)
+    # One ring, one writer: record on the module's range said so and wrote nothing.
+    assert out("aside.rc").strip() == "0", out("aside.err")
+    assert out("aside.err") == (f"memconsole record: {MOD} is written by memconsole.ko (state "
+                                "writing, /sys/module/memconsole): not recording\n")
+    assert not any("memconsole record:" in line for line in shown[5]), shown[5][:5]
 
 
 # Two CPUs printing at once: two writers flood /dev/kmsg, each alternating
