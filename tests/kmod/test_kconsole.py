@@ -16,7 +16,7 @@ from memconsole.ring import Ring
 from memconsole.ring import kconsole as ring_kconsole
 from memconsole.ring.kconsole import PARAMS, parse_params, read_kernel_console, writer_of
 from memconsole.ring.regions import buffer_region, parse_spec
-from memconsole.setup.kconsole import MODULES_LOAD, check_kernel_console, config_ring
+from memconsole.setup.kconsole import MODULES_LOAD, Check, check_kernel_console, config_ring
 
 PARAMS_FILE = FIXTURES / "kmod" / "params-6.1.0-57.txt"
 
@@ -27,7 +27,7 @@ def _fixture() -> dict[str, str]:
 
 
 def _sysfs(root: Path, **changes: str) -> Path:
-    """A root whose sys/module/memconsole/parameters holds the fixture's
+    """A sysfs tree whose module/memconsole/parameters holds the fixture's
     files (each as the kernel shows it: the value and a newline)."""
     params = {**_fixture(), **changes}
     directory = root / PARAMS
@@ -69,7 +69,7 @@ def test_writer_of_same_overlapping_and_other_ranges(tmp_path: Path) -> None:
 
 def test_record_steps_aside_where_the_module_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(ring_kconsole, "SYS_ROOT", _sysfs(tmp_path))
+    monkeypatch.setattr(ring_kconsole, "SYSFS", _sysfs(tmp_path))
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     # Returns before the source or the range is opened: no /dev/kmsg, no /dev/mem.
     assert main(["record", "--ring", "mem:0x7200000:1M", "--source", "/nonexistent"]) == 0
@@ -85,7 +85,7 @@ def test_record_steps_aside_where_the_module_writes(tmp_path: Path, monkeypatch:
 
 def test_record_into_a_file_ignores_the_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(ring_kconsole, "SYS_ROOT", _sysfs(tmp_path / "sys"))
+    monkeypatch.setattr(ring_kconsole, "SYSFS", _sysfs(tmp_path / "sys"))
     log = tmp_path / "log.txt"
     log.write_text("one line\n")
     ring = tmp_path / "ring"
@@ -105,37 +105,46 @@ def _ring_with(boot: str, mono_ns: int) -> tuple[bytes, int]:
 
 
 def test_check_kernel_console(tmp_path: Path) -> None:
-    root = _sysfs(tmp_path / "a")
-    (root / "proc").mkdir()
-    (root / "proc" / "uptime").write_text("100.50 90.00\n")
-    check = check_kernel_console(root, "mem:0x7200000:1M")
-    assert check.status == "ok", check
-    assert check.lines[0] == ("memconsole.ko loaded: writing into mem:0x7200000:0x100000 "
-                              "(continued: 2235 records, last seq 2235, 0 corrupt)")
-    assert "range matches the configuration's ring (mem:0x7200000:1M)" in check.lines
-    assert "418 records written since it was loaded, ring seq 2653" in check.lines
+    sysfs = _sysfs(tmp_path / "sys")
+    procfs = tmp_path / "proc"
+    procfs.mkdir()
+    (procfs / "uptime").write_text("100.50 90.00\n")
 
-    other = check_kernel_console(root, "mem:0x7400000:1M")
+    def run(ring: str | None, data: bytes | None = None, stale_s: float = 86400) -> Check:
+        return check_kernel_console(ring, root=tmp_path, sysfs=sysfs, procfs=procfs,
+                                    ring_bytes=data, stale_s=stale_s)
+
+    check = run("mem:0x7200000:1M")
+    assert (check.check, check.status, check.fix) == ("kernel-console", "ok", "")
+    assert check.detail == (
+        "memconsole.ko is writing into mem:0x7200000:0x100000 (continued: 2235 records, last "
+        "seq 2235, 0 corrupt); 418 records since it was loaded, ring seq 2653; the configured "
+        "ring (mem:0x7200000:1M)")
+
+    other = run("mem:0x7400000:1M")
     assert other.status == "fail"
-    assert any("the module writes mem:0x7200000:0x100000" in line for line in other.lines)
+    assert other.detail.endswith("but the configured ring is mem:0x7400000:1M: the recorder "
+                                 "writes another range than the module")
 
     boot = _fixture()["boot_id"]
     data, seq = _ring_with(boot, 90_000_000_000)
-    recent = check_kernel_console(root, None, data)
-    assert recent.status == "ok" and recent.lines[-1] == f"newest record: ring seq {seq}, 10 s ago"
-    stale = check_kernel_console(root, None, _ring_with(boot, 500_000_000)[0], stale_s=60)
-    assert stale.status == "warn" and "100 s ago (over 60 s" in stale.lines[-1]
-    foreign = check_kernel_console(root, None, _ring_with(str(uuid.uuid4()), 1)[0])
-    assert foreign.status == "fail" and "no record of the module's boot" in foreign.lines[-1]
+    recent = run(None, data)
+    assert recent.status == "ok" and recent.detail.endswith(
+        f"; newest record: ring seq {seq}, 10 s ago")
+    stale = run(None, _ring_with(boot, 500_000_000)[0], stale_s=60)
+    assert stale.status == "warn" and "100 s ago (over 60 s" in stale.detail
+    foreign = run(None, _ring_with(str(uuid.uuid4()), 1)[0])
+    assert foreign.status == "fail" and "no record of the module's boot" in foreign.detail
 
-    stopped = check_kernel_console(_sysfs(tmp_path / "b", state="stopped"))
-    assert stopped.status == "fail" and "state stopped" in stopped.lines[1]
+    stopped = check_kernel_console(sysfs=_sysfs(tmp_path / "b", state="stopped"))
+    assert stopped.status == "fail" and "it no longer records" in stopped.detail
 
     empty = tmp_path / "c"
-    assert check_kernel_console(empty).status == "skip"
+    assert check_kernel_console(root=empty, sysfs=empty).status == "ok"
     (empty / MODULES_LOAD.lstrip("/")).parent.mkdir(parents=True)
     (empty / MODULES_LOAD.lstrip("/")).write_text("memconsole\n")
-    assert check_kernel_console(empty).status == "fail"
+    missing = check_kernel_console(root=empty, sysfs=empty)
+    assert missing.status == "fail" and missing.fix.startswith("modprobe memconsole")
 
 
 def test_config_ring() -> None:

@@ -5,8 +5,8 @@ A loaded module is always attached to its range (it refuses to load
 otherwise) and exports the range as memconsole names it (``region``,
 ``mem:0x7200000:0x100000``), its ``state`` (writing, stopped, detached) and
 counters.  :func:`parse_params` is pure (names to bytes in, a record out);
-:func:`read_params` reads the directory below a root, so tests give a
-scratch tree.
+:func:`read_params` reads the directory below a sysfs mount point, so
+tests give a scratch tree.
 
 :func:`writer_of` is the recorder's question: does the module write the
 range this ring spec names?  One ring has one writer: where the module
@@ -22,14 +22,14 @@ from pathlib import Path
 from memconsole.errors import RegionError
 from memconsole.ring.regions import RegionSpec, parse_spec
 
-__all__ = ["PARAMS", "SYS_ROOT", "KernelConsole", "parse_params", "read_kernel_console",
+__all__ = ["PARAMS", "SYSFS", "KernelConsole", "parse_params", "read_kernel_console",
            "read_params", "writer_of"]
 
-#: The module's parameters, relative to the root.
-PARAMS = "sys/module/memconsole/parameters"
-#: The root :func:`read_kernel_console` reads below by default (tests point
-#: it at a scratch tree).
-SYS_ROOT = Path("/")
+#: The module's parameters, relative to sysfs.
+PARAMS = "module/memconsole/parameters"
+#: The sysfs :func:`read_kernel_console` reads by default (tests point it at
+#: a scratch tree).
+SYSFS = Path("/sys")
 _MAX_PARAM = 4096
 
 
@@ -93,10 +93,10 @@ def parse_params(params: dict[str, bytes]) -> KernelConsole | None:
                          text("boot_id"), _int(params, "records"), _int(params, "last_seq"))
 
 
-def read_params(root: Path | None = None) -> dict[str, bytes] | None:
-    """The parameter files of a loaded memconsole.ko below *root* (default
-    :data:`SYS_ROOT`; name -> content), or None when the module is not loaded."""
-    directory = (SYS_ROOT if root is None else root) / PARAMS
+def read_params(sysfs: Path | None = None) -> dict[str, bytes] | None:
+    """The parameter files of a loaded memconsole.ko in *sysfs* (default
+    :data:`SYSFS`; name -> content), or None when the module is not loaded."""
+    directory = (SYSFS if sysfs is None else sysfs) / PARAMS
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
@@ -113,10 +113,10 @@ def read_params(root: Path | None = None) -> dict[str, bytes] | None:
     return out
 
 
-def read_kernel_console(root: Path | None = None) -> KernelConsole | None:
-    """The loaded module below *root*, or None when it is not loaded (or
-    names no range)."""
-    params = read_params(root)
+def read_kernel_console(sysfs: Path | None = None) -> KernelConsole | None:
+    """The loaded module as *sysfs* shows it, or None when it is not loaded
+    (or names no range)."""
+    params = read_params(sysfs)
     return None if params is None else parse_params(params)
 
 

@@ -294,96 +294,105 @@ class Dkms:
 
 @dataclass(frozen=True)
 class Check:
-    """One check's result, as doctor prints it.
+    """The ``kernel-console`` check's result, in doctor's terms (a
+    ``Finding``: check, status, detail, fix).
 
     Attributes:
-        name: ``kernel-console``.
-        status: ``ok``, ``warn``, ``fail`` or ``skip`` (not set up).
-        lines: what was found, one fact a line.
+        check: ``kernel-console``.
+        status: ``ok``, ``warn`` or ``fail``.
+        detail: what was found, one sentence with the numbers.
+        fix: what fixes it ("" when nothing needs fixing).
     """
 
-    name: str
+    check: str
     status: str
-    lines: tuple[str, ...]
+    detail: str
+    fix: str = ""
 
 
-def _uptime_ns(root: Path) -> int | None:
+def _uptime_ns(procfs: Path) -> int | None:
     try:
-        return int(float((root / "proc" / "uptime").read_text().split()[0]) * 1e9)
+        return int(float((procfs / "uptime").read_text().split()[0]) * 1e9)
     except (OSError, ValueError, IndexError):
         return None
 
 
-def check_kernel_console(root: Path = Path("/"), ring: str | None = None,
-                         ring_bytes: bytes | None = None, stale_s: float = 24 * 3600) -> Check:
-    """Is memconsole.ko loaded and writing *ring* (the configuration's
-    ``ring =``, e.g. :func:`config_ring` of /etc/memconsole.conf)?
+def check_kernel_console(ring: str | None = None, *, root: Path = Path("/"),
+                         sysfs: Path = Path("/sys"), procfs: Path = Path("/proc"),
+                         ring_bytes: bytes | None = None,
+                         stale_s: float = 24 * 3600) -> Check:
+    """Is memconsole.ko loaded, writing, on *ring* (the configuration's
+    ``ring =``; :func:`config_ring`), and is its newest record recent?
 
-    Reads only below *root*: the module's parameters
-    (``sys/module/memconsole/parameters``), ``proc/uptime`` and whether
-    setup configured it (``etc/modules-load.d/memconsole-kmod.conf``).
-    *ring_bytes*, the ring's content when the caller could read it, adds
-    the newest record the module wrote this boot and its age."""
+    Reads only: *sysfs*'s ``module/memconsole/parameters``, *procfs*'s
+    ``uptime``, and whether setup configured the module below *root*
+    (``etc/modules-load.d/memconsole-kmod.conf``).  *ring_bytes*, the
+    ring's content when the caller could read it, adds the newest record
+    the module wrote this boot and its age (``mono_ns`` against uptime)."""
+    name = "kernel-console"
     configured = (root / MODULES_LOAD.lstrip("/")).exists()
-    params = read_params(root)
+    params = read_params(sysfs)
     if params is None:
         if configured:
-            return Check("kernel-console", "fail", (
-                f"memconsole.ko is not loaded, but {MODULES_LOAD} loads it at boot: "
-                f"'modprobe memconsole' says why (dmesg)",))
-        return Check("kernel-console", "skip", (
-            "memconsole.ko not set up (memconsole setup --kernel-console)",))
+            return Check(name, "fail", f"memconsole.ko is not loaded, although {MODULES_LOAD} "
+                         "loads it at boot: the console since then is not in the ring",
+                         "modprobe memconsole (its error is in dmesg); dkms status memconsole")
+        return Check(name, "ok", "memconsole.ko is not set up (the recorder alone writes the "
+                     "ring)", "")
     module: KernelConsole | None = parse_params(params)
     if module is None:
-        return Check("kernel-console", "fail", (
-            f"memconsole.ko is loaded but {root / PARAMS} names no range",))
-    lines = [f"memconsole.ko loaded: {module.state} into {module.region} ({module.attach})"]
-    status = "ok"
+        return Check(name, "fail", f"memconsole.ko is loaded but {sysfs / PARAMS} names no "
+                     "range", "rmmod memconsole; modprobe memconsole")
+    facts = [f"memconsole.ko is {module.state} into {module.region} ({module.attach})"]
+    if module.records is not None:
+        facts.append(f"{module.records} records since it was loaded"
+                     + (f", ring seq {module.last_seq}" if module.last_seq is not None else ""))
+    status, fix = "ok", ""
     if module.state != "writing":
-        status = "fail"
-        lines.append(f"state {module.state}: the module no longer records (a stop record "
-                     "was written, or it detached)")
+        status, fix = "fail", "rmmod memconsole; modprobe memconsole"
+        facts.append("it no longer records (a stop record was written, or it detached)")
     if ring is not None:
         try:
-            want = parse_spec(ring)
+            want: RegionSpec | None = parse_spec(ring)
         except RegionError as exc:
             want = None
-            status = "fail"
-            lines.append(f"the configuration's ring: {exc}")
+            status, fix = "fail", f"correct 'ring =' in {CONFIG}"
+            facts.append(f"the configured ring: {exc}")
         if want is not None and (want.address, want.size) != (module.address, module.size):
             status = "fail"
-            lines.append(f"the configuration's ring is {ring}, the module writes "
-                         f"{module.region}: two rings, and the recorder writes {ring}")
+            fix = ("memconsole setup --kernel-console (writes both from one plan), or correct "
+                   f"{MODPROBE}")
+            facts.append(f"but the configured ring is {ring}: the recorder writes another "
+                         "range than the module")
         elif want is not None:
-            lines.append(f"range matches the configuration's ring ({ring})")
-    if module.records is not None:
-        lines.append(f"{module.records} records written since it was loaded"
-                     + (f", ring seq {module.last_seq}" if module.last_seq is not None else ""))
+            facts.append(f"the configured ring ({ring})")
     if ring_bytes is not None:
-        status, more = _newest(ring_bytes, module, _uptime_ns(root), stale_s, status)
-        lines += more
-    return Check("kernel-console", status, tuple(lines))
+        status, fix, fact = _newest(ring_bytes, module, _uptime_ns(procfs), stale_s,
+                                    status, fix)
+        facts.append(fact)
+    return Check(name, status, "; ".join(facts), fix)
 
 
 def _newest(data: bytes, module: KernelConsole, uptime_ns: int | None, stale_s: float,
-            status: str) -> tuple[str, list[str]]:
+            status: str, fix: str) -> tuple[str, str, str]:
     from memconsole.ring import parse_ring
 
     image = parse_ring(data)
     want = module.boot_id.replace("-", "").lower()
     boot = next((b for b in image.boots if b.boot.hex() == want), None)
     if boot is None or not boot.records:
-        return "fail", [f"the ring holds no record of the module's boot {module.boot_id}"]
+        return ("fail", fix or "rmmod memconsole; modprobe memconsole",
+                f"the ring holds no record of the module's boot {module.boot_id}")
     last = boot.records[-1]
-    line = f"newest record: ring seq {last.seq}"
+    fact = f"newest record: ring seq {last.seq}"
     if uptime_ns is not None and last.mono_ns is not None and last.mono_ns <= uptime_ns:
         age = (uptime_ns - last.mono_ns) / 1e9
-        line += f", {age:.0f} s ago"
+        fact += f", {age:.0f} s ago"
         if age > stale_s:
-            return ("warn" if status == "ok" else status), [
-                line + f" (over {stale_s:.0f} s: nothing printed since, or it stopped)"]
-    return status, [line]
-
+            fact += f" (over {stale_s:.0f} s: nothing printed since, or it stopped writing)"
+            if status == "ok":
+                status = "warn"
+    return status, fix, fact
 
 
 # -- what setup --kernel-console adds ------------------------------------------
