@@ -80,6 +80,7 @@ def _real_dkms() -> None:
             f"no headers for {K61} (linux-headers-{K61})")
 
 
+@pytest.mark.root  # dkms install refuses to run otherwise
 def test_real_dkms_install_then_undo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _real_dkms()
     root = _root(tmp_path)
