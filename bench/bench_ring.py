@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from memconsole.ring import Ring  # noqa: E402
 from memconsole.ring.handler import RingHandler  # noqa: E402
 from memconsole.ring.recorder import Recorder, StreamSource  # noqa: E402
-from memconsole.ring.regions import buffer_region, open_region  # noqa: E402
+from memconsole.ring.regions import Region, buffer_region, open_region  # noqa: E402
 
 _BOOT_LOG = [
     "Linux version 6.12.117+deb12-amd64 (debian-kernel@lists.debian.org) #1 SMP",
@@ -67,11 +68,11 @@ def _timed(argv: list[str], stdout: int | None = None) -> float:
     return time.perf_counter() - start
 
 
-def bench_recorder(d: Path, n: int) -> list[tuple[str, float, float]]:
+def bench_recorder(d: Path, n: int) -> list[tuple[str, float, int]]:
     stream = d / "kmsg.stream"
     size = _stream(stream, n)
     target = d / "ring"
-    rows = []
+    rows: list[tuple[str, float, int]] = []
     with stream.open("rb") as src, target.open("wb") as dst:
         start = time.perf_counter()
         subprocess.run(["cat"], stdin=src, stdout=dst, check=True)
@@ -95,13 +96,14 @@ def bench_recorder(d: Path, n: int) -> list[tuple[str, float, float]]:
     return rows
 
 
-def bench_api(d: Path, n: int) -> list[tuple[str, float, float]]:
+def bench_api(d: Path, n: int) -> list[tuple[str, float, int]]:
     text = b"x" * 100
-    rows = []
-    for label, make in (("file ring (64 MiB, page cache)",
-                         lambda: open_region(str(d / "api.ring"), write=True,
-                                             create_size=64 << 20)),
-                        ("anonymous buffer", lambda: buffer_region(bytearray(64 << 20)))):
+    rows: list[tuple[str, float, int]] = []
+    makers: list[tuple[str, Callable[[], Region]]] = [
+        ("file ring (64 MiB, page cache)",
+         lambda: open_region(str(d / "api.ring"), write=True, create_size=64 << 20)),
+        ("anonymous buffer", lambda: buffer_region(bytearray(64 << 20)))]
+    for label, make in makers:
         region = make()
         ring = Ring.attach(region)
         append = ring.append
@@ -121,10 +123,11 @@ def bench_api(d: Path, n: int) -> list[tuple[str, float, float]]:
     return rows
 
 
-def bench_logging(d: Path, n: int) -> list[tuple[str, float, float]]:
+def bench_logging(d: Path, n: int) -> list[tuple[str, float, int]]:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    rows = []
-    handlers = [("`logging.FileHandler`", lambda: logging.FileHandler(d / "app.log")),
+    rows: list[tuple[str, float, int]] = []
+    handlers: list[tuple[str, Callable[[], logging.Handler]]] = [
+                ("`logging.FileHandler`", lambda: logging.FileHandler(d / "app.log")),
                 ("`RingHandler` (file ring, 4 MiB)",
                  lambda: RingHandler(str(d / "app.ring"), ring_size=4 << 20))]
     for label, make in handlers:

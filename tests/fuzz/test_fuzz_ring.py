@@ -49,6 +49,7 @@ import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -56,7 +57,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "ring"
 
 if __name__ == "__main__":  # a fuzzing process: the worktree's code, instrumented
     sys.path.insert(0, str(ROOT / "src"))
-    import atheris
+    import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     with atheris.instrument_imports(include=["memconsole"]):
         import memconsole.ring
@@ -92,6 +93,8 @@ BOOTS = (bytes(16), b"\x11" * 16, bytes(range(16)), b"\xff" * 16)
 HUGE = (0, 1, 2, (1 << 63) - 1, 1 << 63, (1 << 64) - 2, (1 << 64) - 1)
 
 
+_T = TypeVar("_T")
+
 class Provider:
     """Deterministic values from fuzz bytes (atheris's FuzzedDataProvider
     idea, in pure Python so Hypothesis can drive the same targets)."""
@@ -119,7 +122,7 @@ class Provider:
     def flag(self) -> bool:
         return bool(self.uint(1) & 1)
 
-    def pick(self, items: tuple[int, ...] | tuple[bytes, ...]) -> int | bytes:
+    def pick(self, items: tuple[_T, ...]) -> _T:
         return items[self.uint(1) % len(items)]
 
 
@@ -234,7 +237,7 @@ def target_kmsg(data: bytes) -> None:
         assert isinstance(rec.text, bytes) and isinstance(rec.dictionary, bytes)
     p = Provider(data[:8])
     fmt = ("auto", "kmsg", "text")[p.uint(1) % 3]
-    last = p.pick((None, 0, 5, 1 << 40, (1 << 64) - 2))  # type: ignore[arg-type]
+    last = p.pick((None, 0, 5, 1 << 40, (1 << 64) - 2))
     cut = [0, *sorted({p.upto(len(data)) for _ in range(3)}), len(data)]
     parser, batch = LineParser(fmt), Batch()
     seqs = SeqTracker(last if isinstance(last, int) else None)
@@ -363,7 +366,7 @@ def seeds(target: str) -> list[bytes]:
 
 
 def _fuzz_main() -> None:
-    import atheris
+    import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     if len(sys.argv) < 2 or sys.argv[1] not in TARGETS:
         raise SystemExit(f"usage: {sys.argv[0]} {{{'|'.join(TARGETS)}}} [libFuzzer options] "
@@ -380,7 +383,7 @@ def _fuzz_main() -> None:
 
 def _have_atheris() -> bool:
     try:
-        import atheris  # noqa: F401
+        import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]  # noqa: F401
     except ImportError:
         return False
     return True

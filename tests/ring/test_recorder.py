@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memconsole.ring import Gap, RecordType, Ring, parse_ring
-from memconsole.ring import recorder as rec_mod
 from memconsole.ring._kmsg import MAX_LINE
 from memconsole.ring._kmsg import Batch as _Batch
 from memconsole.ring._kmsg import SeqTracker as _SeqTracker
@@ -121,11 +120,11 @@ def test_kmsg_source_gaps_overruns_and_resume(monkeypatch: pytest.MonkeyPatch) -
             raise BrokenPipeError(32, "EPIPE")  # the kernel overwrote records
         return real_read(fd, n)
 
-    monkeypatch.setattr(rec_mod.os, "read", flaky_read)
+    monkeypatch.setattr(os, "read", flaky_read)
     source = KmsgSource(reader.fileno(), None, "fake")
     batch = _Batch()
     assert source.read_into(batch)
-    monkeypatch.setattr(rec_mod.os, "read", real_read)
+    monkeypatch.setattr(os, "read", real_read)
     assert source.overruns == 1
     batch.write(ring)
     (boot,) = parse_ring(bytes(buf)).boots

@@ -220,3 +220,29 @@ def test_attach_rings_window_and_next_boot() -> None:
     (hang,) = attach_rings([], [_log(1 * S, 5 * S)])
     assert hang.kind == "unknown" and hang.boot == "19700101T000005Z"
     assert hang.to_json()["sources"] == ["ring"]
+
+
+def test_region_warnings_reach_show_and_collect(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """What the region check says when it opens a ring (e.g. a range the
+    firmware marked Reserved, read anyway) is printed, not dropped."""
+    import memconsole.archive.ring as archive_ring
+    from memconsole.ring.regions import open_region as real_open
+
+    ring = tmp_path / "ring"
+    three_boots(ring, 1_700_000_000 * S)
+
+    def warned_open(spec: str, *a: object, **k: object) -> object:
+        region = real_open(spec, *a, **k)  # type: ignore[arg-type]
+        region.warnings = ("range marked Reserved by the firmware, read anyway",)
+        return region
+
+    monkeypatch.setattr(archive_ring, "open_region", warned_open)
+    rc, out, err = run(capsys, "show", "--ring", str(ring), "--boot", "all")
+    assert rc == 0 and "a last words" in out
+    assert err.count("marked Reserved by the firmware") == 1
+    (tmp_path / "pstore").mkdir()
+    rc, _, err = run(capsys, "collect", "--pstore", str(tmp_path / "pstore"), "--archive",
+                     str(tmp_path / "a"), "--ring", str(ring), "--keep")
+    assert err.count("marked Reserved by the firmware") == 1, err

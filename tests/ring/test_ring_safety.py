@@ -259,7 +259,8 @@ def test_every_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     small.write_bytes(b"tiny")
     rings = _rings(tmp_path)
     new = next(r for r, v in rings.items() if v is None)
-    usage = [  # (arguments, text the line must hold); exit status 2
+    # (arguments, text the line must hold); exit status 2
+    usage: list[tuple[tuple[str, ...], str]] = [
         (("--ring-size", "1Q"), "bad size '1Q'"),
         (("--ring-size", "0"), "ring size 0 is below the smallest ring (4096 bytes)"),
         (("--ring-size", "100"), "ring size 100 is below the smallest ring (4096 bytes)"),
@@ -270,7 +271,8 @@ def test_every_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     for extra, why in usage:
         code, err = run("record", "--ring", new, "--source", str(source), *extra, capsys=capsys)
         assert code == 2 and why in one_line(err), (extra, err)
-    errors = [  # (ring spec, more arguments, text the line must hold); exit status 1
+    # (ring spec, more arguments, text the line must hold); exit status 1
+    errors: list[tuple[str, tuple[str, ...], str]] = [
         ("mem:0x7200000", (), "bad ring spec 'mem:0x7200000': expected mem:ADDR:SIZE"),
         ("mem:0x7200001:1M", (), "must be non-zero multiples of the page size"),
         ("mem:0x7200000:1M", ("--ring-size", "2M"), "--ring-size 2097152 differs from the "
@@ -280,8 +282,8 @@ def test_every_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
         (str(small), (), f"{small}: 4 bytes; a ring has 4096..1073741824 bytes"),
         (str(tmp_path / "no" / "dir"), (), "cannot create it: No such file or directory"),
     ]
-    for spec, extra, why in errors:
-        code, err = run("record", "--ring", spec, "--source", str(source), *extra,
+    for spec, more, why in errors:
+        code, err = run("record", "--ring", spec, "--source", str(source), *more,
                         capsys=capsys)
         assert code == 1 and why in one_line(err), (spec, err)
     assert notes.read_bytes() == b"important notes\n" * 1000 and small.read_bytes() == b"tiny"

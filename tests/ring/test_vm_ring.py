@@ -211,7 +211,9 @@ def test_ring_survives_reset_lockup_and_panic(lab, tmp_path, release: str) -> No
     # Boot 3: the stopped recorder saw /dev/kmsg overrun (EPIPE) and says how
     # many records the kernel overwrote; both rings end with the last message.
     (gap,) = [ln for ln in mem_boots[2] if ln.startswith("[... ")]
-    lost = int(re.match(r"\[\.\.\. (\d+) records lost by the source \(overrun\)", gap)[1])
+    m = re.match(r"\[\.\.\. (\d+) records lost by the source \(overrun\)", gap)
+    assert m, gap
+    lost = int(m[1])
     assert 100 < lost < 4000, gap
     flood = [ln for ln in mem_boots[2] if "memconsole-lab: flood " in ln]
     assert "memconsole-lab: flood done" in flood[-1]

@@ -197,7 +197,7 @@ def _store_ring(archive: Archive, spec: str, problems: list[ArchiveProblem],
     from memconsole.ring import current_boot_id
 
     try:
-        image = read_ring(spec)
+        image = read_ring(spec, lambda line: notes.append(f"ring {spec}: {line}"))
     except RingFormatError as exc:
         notes.append(f"ring {spec}: {exc}; nothing to collect from it")
         return []

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
@@ -52,12 +52,16 @@ RING_INDEX = "ring.json"
 RING_MATCH_WINDOW_NS = 300 * 10**9
 
 
-def read_ring(spec: str) -> RingImage:
+def read_ring(spec: str, warn: Callable[[str], None] | None = None) -> RingImage:
     """Read the ring at *spec* (read-only; a running recorder may go on
-    writing).  Raises :class:`~memconsole.errors.RegionError` when the region
-    cannot be opened, :class:`~memconsole.errors.RingFormatError` when it
-    holds no ring."""
+    writing).  What the region check has to tell a person (a range the
+    firmware marked Reserved, a size kept) goes to *warn*, one line each.
+    Raises :class:`~memconsole.errors.RegionError` when the region cannot be
+    opened, :class:`~memconsole.errors.RingFormatError` when it holds no ring."""
     region = open_region(spec)
+    if warn is not None:
+        for line in region.warnings:
+            warn(line)
     try:
         # Copy only what the header says is the ring: a ring may use the
         # first megabytes of a larger pmem device.

@@ -8,7 +8,7 @@ from typing import Any
 
 from memconsole.cli._output import warn
 from memconsole.cli._sources import add_archive_arg, add_pstore_arg, add_ring_arg, all_events
-from memconsole.cli.exitcodes import EXIT_OK
+from memconsole.cli.exitcodes import EXIT_OK, EXIT_PARTIAL
 from memconsole.history import CrashEvent, current_boot_start_ns
 from memconsole.render import escape, write_jsonl, write_text
 
@@ -81,10 +81,10 @@ def run(args: argparse.Namespace) -> int:
                 obj["repeats"] = len(members)
                 objects.append(obj)
             write_jsonl(objects)
-        return EXIT_OK
+        return EXIT_PARTIAL if events.partial else EXIT_OK
     if not events:
         warn("list", "no crash events")
-        return EXIT_OK
+        return EXIT_PARTIAL if events.partial else EXIT_OK
     # Boot ids, headlines and the sentence pass through escape() as one line each.
     boots = len({e.boot for e in events})
     lines = [escape(events[-1].sentence(current_boot_start_ns())),
@@ -107,4 +107,5 @@ def run(args: argparse.Namespace) -> int:
                          f"{escape(e.headline)}{repeat}")
     write_text("".join(line + "\n" for line in lines), layout=True)
     sys.stdout.flush()
-    return EXIT_OK
+    # Something was skipped (one warning line each): the list may be incomplete.
+    return EXIT_PARTIAL if events.partial else EXIT_OK

@@ -10,7 +10,7 @@ from typing import Any
 from memconsole.archive.ring import boot_end_line, entry_json, read_ring, render_entries
 from memconsole.cli._output import warn
 from memconsole.cli._sources import add_archive_arg, add_pstore_arg, add_ring_arg, all_events
-from memconsole.cli.exitcodes import EXIT_DATA_MISSING, EXIT_OK
+from memconsole.cli.exitcodes import EXIT_DATA_MISSING, EXIT_OK, EXIT_PARTIAL
 from memconsole.errors import RingFormatError
 from memconsole.history import current_boot_start_ns
 from memconsole.render import dmesg_text, escape, write_jsonl, write_text
@@ -72,7 +72,7 @@ def _select(image: RingImage, current: bytes, which: str) -> list[RingBoot]:
 def _show_ring(args: argparse.Namespace) -> int:
     ring = escape(args.ring)
     try:
-        image = read_ring(args.ring)
+        image = read_ring(args.ring, lambda line: warn("show", f"ring {ring}: {escape(line)}"))
     except RingFormatError as exc:
         warn("show", f"ring {ring}: {escape(str(exc))}")
         return EXIT_DATA_MISSING
@@ -124,4 +124,5 @@ def run(args: argparse.Namespace) -> int:
                    f"{escape(event.ring.ring_boot)}) ---\n", layout=True)
         write_text(event.ring.text, layout=True)
     sys.stdout.flush()
-    return EXIT_OK
+    # Something was skipped (one warning line each): the answer may be incomplete.
+    return EXIT_PARTIAL if events.partial else EXIT_OK
