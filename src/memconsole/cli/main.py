@@ -39,6 +39,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "memconsole.cli.demo",
     "memconsole.cli.setup",
     "memconsole.cli.verify",
+    "memconsole.cli.metrics",
+    "memconsole.cli.report",
 )
 
 
