@@ -121,7 +121,7 @@ def test_chromium_renders_the_lab_crashes(lab_page: dict[str, object],
                    else "oops" if e["signature"] else "unknown" for e in last.values())
     assert Counter(endings) - Counter(["clean"]) == want
     assert want["panic"] > 20 and want["hang or reset"] == 2
-    boots_text = " ".join(dom.text_in(id="boots"))
+    boots_text = " ".join(dom.text_in(id="boots") + dom.text_in(id="older-boots"))
     for boot in boots:
         assert boot in boots_text
     # Grouped by signature, with counts that add up to the events.
@@ -202,3 +202,24 @@ def test_symbolised_trace(lab_page: dict[str, object], tmp_path: Path) -> None:
     assert sections
     assert re.search(r"crashy_null \(\S*crashy\.c:\d+\)", sections[0]), sections[0][:3000]
     assert "Call trace (symbolised)" in sections[0]
+
+
+def test_many_boots_keep_every_crash(lab_page: dict[str, object]) -> None:
+    """Past OPEN_BOOTS boots and OPEN_CRASHES crashes the older ones are in
+    closed <details> (not laid out until opened), none left out."""
+    from dataclasses import replace
+
+    from memconsole.archive import Archive
+    from memconsole.history import crash_history
+    from memconsole.ops.report import OPEN_BOOTS, OPEN_CRASHES, page
+
+    base = crash_history(Archive(Path(str(lab_page["archive"]))), [], None).events
+    events = [replace(e, boot=f"{e.boot}.{n}") for n in range(4) for e in base]
+    assert len(events) > max(OPEN_BOOTS, OPEN_CRASHES)
+    dom = _Dom()
+    dom.feed(page(events))
+    assert len(dom.text_in(cls="crash")) == len(events)
+    rows = [a for tag, a in dom.tags if tag == "tr" and "boot" in (a.get("class") or "")]
+    assert len(rows) == len({e.boot for e in events})
+    ids = {a.get("id") for tag, a in dom.tags if tag == "details"}
+    assert {"older", "older-crashes"} <= ids

@@ -30,12 +30,19 @@ from memconsole.history import CrashEvent, RingLog
 from memconsole.oops import symbolize as _symbolize
 from memconsole.render import dmesg_text, escape
 
-__all__ = ["CONSOLE_LINES", "ENDINGS", "BootRow", "ending", "page", "symbolise", "timeline"]
+__all__ = ["CONSOLE_LINES", "ENDINGS", "OPEN_BOOTS", "OPEN_CRASHES", "BootRow", "ending", "page",
+           "symbolise", "timeline"]
 
 #: How a boot ended, in the page's order of severity.
 ENDINGS = ("clean", "panic", "oops", "hang or reset", "unknown")
+#: Boots listed open in the boots table, newest first; older ones are in a
+#: closed <details> below it.
+OPEN_BOOTS = 50
+#: Crash sections shown open, newest first; older ones are in a closed
+#: <details> below them.
+OPEN_CRASHES = 50
 #: Console lines shown before each report.
-CONSOLE_LINES = 40
+CONSOLE_LINES = 30
 _COLOURS = {"clean": "#2e7d32", "panic": "#c62828", "oops": "#ef6c00",
             "hang or reset": "#6a1b9a", "unknown": "#616161"}
 
@@ -184,10 +191,6 @@ def _event(i: int, e: CrashEvent, row: BootRow | None) -> str:
     console = _console_before(e)
     label = "Console before the report" if r is not None else "Console at its end"
     out.append(f'<h4>{label}</h4><pre class="console">{_t(console) or "(nothing)"}</pre>')
-    if r is not None:
-        report_text = dmesg_text(e.log[r.start:r.end])
-        out.append(f'<details><summary>Report</summary><pre class="console">'
-                   f"{_t(report_text)}</pre></details>")
     out.append("</section>")
     return "\n".join(out)
 
@@ -222,9 +225,20 @@ text-align:left;vertical-align:top}th{background:#f5f5f5}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.1em 1em}dt{color:#666}dd{margin:0}
 pre.console{background:#111;color:#ddd;padding:.6em;overflow-x:auto;font-size:12px}
 ol.trace{font-size:13px}ul.src{list-style:none;padding-left:1.5em;color:#555}
-section.crash{border-left:4px solid #ddd;padding-left:1em;margin:1.5em 0}
+section.crash{content-visibility:auto;contain-intrinsic-size:auto 50em;
+border-left:4px solid #ddd;padding-left:1em;margin:1.5em 0}
 .legend span{margin-right:1em}
 """
+
+
+def _boot_row(row: BootRow) -> str:
+    what = _t(row.what)
+    if row.events:
+        what = f'<a href="#crash-{row.events[-1]}">{what}</a>'
+    return (f'<tr class="boot" data-ending="{_t(row.ending)}"><td>'
+            f"{_t(_when(row.time_ns))}</td><td><code>{_t(row.boot)}</code></td>"
+            f'<td><span class="badge" style="background:{_COLOURS[row.ending]}">'
+            f"{_t(row.ending)}</span></td><td>{what}</td></tr>")
 
 
 def page(events: Sequence[CrashEvent], rings: Iterable[RingLog] = (),
@@ -252,17 +266,22 @@ def page(events: Sequence[CrashEvent], rings: Iterable[RingLog] = (),
            '<p class="legend">' + "".join(
                f'<span><span class="badge" style="background:{_COLOURS[k]}">{_t(k)}</span> '
                f"{counts[k]}</span>" for k in ENDINGS) + "</p>",
-           '<table id="boots"><thead><tr><th>ended</th><th>boot</th><th>how</th><th>what</th>'
-           "</tr></thead><tbody>"]
-    for row in rows:
-        what = _t(row.what)
-        if row.events:
-            what = f'<a href="#crash-{row.events[-1]}">{what}</a>'
-        out.append(f'<tr class="boot" data-ending="{_t(row.ending)}"><td>'
-                   f"{_t(_when(row.time_ns))}</td><td><code>{_t(row.boot)}</code></td>"
-                   f'<td><span class="badge" style="background:{_COLOURS[row.ending]}">'
-                   f"{_t(row.ending)}</span></td><td>{what}</td></tr>")
-    out += ["</tbody></table>", '<h2 id="bugs">Crashes by signature</h2>',
+           ]
+    head_row = ("<thead><tr><th>ended</th><th>boot</th><th>how</th><th>what</th>"
+                "</tr></thead>")
+    newest = list(reversed(rows))
+    out.append(f'<table id="boots">{head_row}<tbody>')
+    out += [_boot_row(row) for row in newest[:OPEN_BOOTS]]
+    out.append("</tbody></table>")
+    if len(newest) > OPEN_BOOTS:
+        # A closed <details> is not laid out until it is opened: a page of
+        # thousands of boots renders as fast as one of fifty.
+        out.append(f'<details id="older"><summary>{len(newest) - OPEN_BOOTS} older '
+                   f'boot{"s" * (len(newest) - OPEN_BOOTS != 1)}</summary>'
+                   f'<table id="older-boots">{head_row}<tbody>')
+        out += [_boot_row(row) for row in newest[OPEN_BOOTS:]]
+        out.append("</tbody></table></details>")
+    out += ['<h2 id="bugs">Crashes by signature</h2>',
             '<table id="signatures"><thead><tr><th>count</th><th>signature</th><th>kind</th>'
             "<th>title</th><th>last</th></tr></thead><tbody>"]
     for key, idx in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0])):
@@ -276,6 +295,15 @@ def page(events: Sequence[CrashEvent], rings: Iterable[RingLog] = (),
                    f'<a href="#crash-{idx[-1]}">{_t(title)}</a></td>'
                    f"<td>{_t(_when(last.time_ns))}</td></tr>")
     out += ["</tbody></table>", '<h2 id="crashes">Crashes</h2>']
-    out += [_event(i, e, row_of.get(i)) for i, e in reversed(list(enumerate(events)))]
+    latest = list(reversed(list(enumerate(events))))
+    out += [_event(i, e, row_of.get(i)) for i, e in latest[:OPEN_CRASHES]]
+    if len(latest) > OPEN_CRASHES:
+        # Closed: not styled or laid out until opened (a link to a crash in
+        # it opens it).
+        more = len(latest) - OPEN_CRASHES
+        out.append(f'<details id="older-crashes"><summary>{more} older '
+                   f'crash{"es" * (more != 1)}</summary>')
+        out += [_event(i, e, row_of.get(i)) for i, e in latest[OPEN_CRASHES:]]
+        out.append("</details>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
