@@ -45,3 +45,17 @@ def empty_pstore(dest: Path) -> Path:
     path = dest / "pstore-empty"
     path.mkdir(exist_ok=True)
     return path
+
+
+def shared(factory: object) -> tuple[Path, Path, Path]:
+    """(archive, empty pstore, directory) built once per test session (per
+    xdist worker) under the session's base temporary directory: the test
+    modules that read it share one copy (they must leave it as they found it)."""
+    base = factory.getbasetemp()  # type: ignore[attr-defined]
+    dest = Path(base) / "lab-archive"
+    if not (dest / ".built").exists():
+        dest.mkdir(exist_ok=True)
+        build(dest)
+        empty_pstore(dest)
+        (dest / ".built").touch()
+    return dest / "archive", dest / "pstore-empty", dest

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from labarchive import CRASHES, build, empty_pstore
+from labarchive import CRASHES, shared
 
 from memconsole.cli import main
 
@@ -17,8 +17,8 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "schema" / "list-v1
 
 @pytest.fixture(scope="module")
 def lab_archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    dest = tmp_path_factory.mktemp("lab")
-    return build(dest), empty_pstore(dest)
+    archive, pstore, _ = shared(tmp_path_factory)
+    return archive, pstore
 
 
 def _listed(capsys: pytest.CaptureFixture[str], archive: Path, pstore: Path,

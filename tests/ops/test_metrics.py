@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from labarchive import build, empty_pstore
+from labarchive import shared
 from prometheus_client.parser import text_string_to_metric_families
 
 from memconsole.cli import main
@@ -28,8 +28,8 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 @pytest.fixture(scope="module")
 def lab_archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    dest = tmp_path_factory.mktemp("lab")
-    return build(dest), empty_pstore(dest)
+    archive, pstore, _ = shared(tmp_path_factory)
+    return archive, pstore
 
 
 def _parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

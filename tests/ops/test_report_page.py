@@ -16,7 +16,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from labarchive import build, empty_pstore
+from labarchive import shared
 
 from conftest import require
 from memconsole.cli import main
@@ -73,13 +73,14 @@ def id_of(stack: tuple[tuple[str, dict[str, str | None]], ...], depth: int) -> i
 
 @pytest.fixture(scope="module")
 def lab_page(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    archive, pstore, shared_dir = shared(tmp_path_factory)
     dest = tmp_path_factory.mktemp("page")
-    archive, pstore = build(dest), empty_pstore(dest)
     page = dest / "page.html"
     rc = main(["report", "--archive", str(archive), "--pstore", str(pstore),
-               "--ring", str(dest / "ring-6.12.bin"), "--html", str(page)])
+               "--ring", str(shared_dir / "ring-6.12.bin"), "--html", str(page)])
     assert rc == 0
-    return {"dest": dest, "archive": archive, "pstore": pstore, "page": page}
+    return {"dest": dest, "archive": archive, "pstore": pstore, "page": page,
+            "dom": _dump(page)}
 
 
 def _dump(page: Path) -> _Dom:
@@ -103,7 +104,8 @@ def _listed(lab_page: dict[str, object], capsys: pytest.CaptureFixture[str]
 def test_chromium_renders_the_lab_crashes(lab_page: dict[str, object],
                                           capsys: pytest.CaptureFixture[str]) -> None:
     events = _listed(lab_page, capsys)
-    dom = _dump(Path(str(lab_page["page"])))
+    dom = lab_page["dom"]
+    assert isinstance(dom, _Dom)
     # The timeline: one row per boot, each saying how it ended.
     rows = [a for tag, a in dom.tags if tag == "tr" and "boot" in (a.get("class") or "")]
     boots = {e["boot"] for e in events}
@@ -149,7 +151,8 @@ def test_chromium_renders_the_lab_crashes(lab_page: dict[str, object],
 
 
 def test_page_fetches_nothing(lab_page: dict[str, object]) -> None:
-    dom = _dump(Path(str(lab_page["page"])))
+    dom = lab_page["dom"]
+    assert isinstance(dom, _Dom)
     for tag, attrs in dom.tags:
         assert tag not in ("script", "link", "img", "iframe", "object", "embed"), tag
         for name in ("src", "href", "srcset", "action", "data"):
