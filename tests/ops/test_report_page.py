@@ -226,3 +226,18 @@ def test_many_boots_keep_every_crash(lab_page: dict[str, object]) -> None:
     assert len(rows) == len({e.boot for e in events})
     ids = {a.get("id") for tag, a in dom.tags if tag == "details"}
     assert {"older", "older-crashes"} <= ids
+
+
+def test_page_to_stdout(lab_page: dict[str, object],
+                        capfd: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--archive", str(lab_page["archive"]), "--pstore",
+                 str(lab_page["pstore"]), "--html", "-"]) == 0
+    out = capfd.readouterr().out
+    assert out.startswith("<!DOCTYPE html>") and out.endswith("</html>\n")
+    assert out.count('<section class="crash"') == len(_sections(out))
+
+
+def _sections(text: str) -> list[str]:
+    dom = _Dom()
+    dom.feed(text)
+    return dom.text_in(cls="crash")

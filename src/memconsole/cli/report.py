@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         warn("report", text(note))
     html_text = page(shown, rings, time.time_ns(), socket.gethostname())
     if str(args.html) == "-":
-        os.write(1, html_text.encode())
+        sys.stdout.buffer.write(html_text.encode())
+        sys.stdout.flush()
     else:
         try:
             write_durably(args.html, html_text.encode(), mode=0o644)
