@@ -12,9 +12,12 @@ from memconsole.cli.exitcodes import EXIT_OK, EXIT_PARTIAL
 from memconsole.history import CrashEvent, current_boot_start_ns
 from memconsole.render import escape, write_jsonl, write_text
 
-__all__ = ["register", "run"]
+__all__ = ["LIST_VERSION", "register", "run"]
 
-
+#: The ``version`` of every ``list --json`` object: the stable fleet record
+#: of docs/schema/list-v1.json.  Keys are added within a version, never
+#: renamed or removed; a change of meaning makes version 2.
+LIST_VERSION = 1
 
 def register(sub: Any) -> None:
     """Add the ``list`` command."""
@@ -25,7 +28,8 @@ def register(sub: Any) -> None:
         "Lines, one object per event with boot, time (UTC), kind, headline, panic_reason, "
         "comm, pid, uptime, tainted, dumps, records, sources, ring, signature, "
         "signature_basis, occurrence (1 for the first event with its signature, 2 for the "
-        "next...) and repeats (events with this signature in all).  A boot that left a "
+        "next...) and repeats (events with this signature in all), and version (1): the "
+        "stable record of docs/schema/list-v1.json.  A boot that left a "
         "ring but no crash dump, and did not stop its recorder cleanly, is listed as a "
         "hang or reset (kind unknown).")
     add_pstore_arg(p)
@@ -54,6 +58,7 @@ def _key(e: CrashEvent) -> str:
 def _group_json(key: str, members: list[CrashEvent]) -> dict[str, object]:
     last = members[-1]
     return {
+        "version": LIST_VERSION,
         "signature": last.report.signature if last.report else None,
         "signature_basis": last.report.signature_basis if last.report else None,
         "count": len(members),
@@ -76,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             objects = []
             for e in events:
                 members = groups[_key(e)]
-                obj = e.to_json()
+                obj = {"version": LIST_VERSION, **e.to_json()}
                 obj["occurrence"] = members.index(e) + 1
                 obj["repeats"] = len(members)
                 objects.append(obj)

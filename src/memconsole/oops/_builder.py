@@ -420,12 +420,20 @@ class LineParser:
         self.shadows.clear()
         return self.done
 
+    def _takeable(self) -> int:
+        limit = min((d.start for d in (*self.open.values(), *self.shadows.values())),
+                    default=None)
+        return len(self.done) if limit is None else bisect.bisect_left(self._starts, (limit, -1))
+
+    def takeable(self) -> int:
+        """How many finished reports :meth:`take` would return now: those that
+        start before every open one."""
+        return self._takeable() if self.done else 0
+
     def take(self) -> list[Draft]:
         """Remove and return the reports finished so far that start before every
         open one (streaming use: reports come out in order)."""
-        limit = min((d.start for d in (*self.open.values(), *self.shadows.values())),
-                    default=None)
-        n = len(self.done) if limit is None else bisect.bisect_left(self._starts, (limit, -1))
+        n = self._takeable()
         out, self.done = self.done[:n], self.done[n:]
         self._starts = self._starts[n:]
         return out

@@ -200,7 +200,11 @@ class _Feeder:
         return stop + 1 if nl >= 0 else end
 
     def _full(self) -> bool:
-        return self.pause is not None and len(self.parser.done) >= self.pause
+        # Only reports take() can hand out count: finished reports behind one
+        # that is still open must wait for it, and pausing for them would
+        # never end.
+        return (self.pause is not None and len(self.parser.done) >= self.pause
+                and self.parser.takeable() > 0)
 
     def _while_busy(self, buf: bytes, pos: int, end: int) -> int:
         busy = self.parser.busy
