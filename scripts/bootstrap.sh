@@ -28,9 +28,9 @@ say "log: $LOG"
 # Debian kernels the lab boots: bookworm's 6.1 and the 6.12 backport, with
 # headers (to build the crash test module) and modules (ramoops, 9p).
 # systemd-journal-remote: the fleet test; chromium: the report page test;
-# groff-base: the man page test.  (promtool, in Debian's prometheus package,
-# is used by the metrics test when present; it is not installed here: the
-# package starts a Prometheus server.)
+# groff-base: the man page test; dkms: the setup --kernel-console test.
+# (promtool, in Debian's prometheus package, is used by the metrics test when
+# present; it is not installed here: the package starts a Prometheus server.)
 PKGS=(qemu-system-x86 busybox-static cpio kmod make gcc binutils xz-utils python3-venv systemd
       systemd-journal-remote util-linux chromium fonts-dejavu-core groff-base dkms
       linux-image-amd64 linux-headers-amd64
