@@ -37,9 +37,10 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import memconsole
 from memconsole.errors import LabError
@@ -52,9 +53,21 @@ from memconsole.lab._initramfs import (
     read_module,
     write_newc,
 )
+from memconsole.lab._model import DrillResult, Kernel, Ramoops
+from memconsole.lab._model import tail as _tail
 
-if TYPE_CHECKING:
-    from memconsole.lab import DrillResult, Kernel, Lab, Ramoops
+
+class Lab(Protocol):
+    """What a drill runner needs of :class:`memconsole.lab.Lab` (a protocol:
+    this module does not import the package that imports it)."""
+
+    cache: Path
+    progress: Callable[[str], None]
+
+    def _build_lock(self, kernel: Kernel) -> AbstractContextManager[None]: ...
+
+    def _run_qemu(self, argv: list[str], serial_log: Path, deadline: float, label: str,
+                  max_boots: int, reset_on: str | None = None) -> tuple[int, int]: ...
 
 __all__ = ["LAB_DIR", "SystemdDrill", "build_systemd_initramfs", "run_systemd_drill"]
 
@@ -276,7 +289,6 @@ def _qemu_argv(drill: SystemdDrill, workdir: Path, initrd: Path) -> list[str]:
 def run_systemd_drill(lab: Lab, drill: SystemdDrill, workdir: Path) -> DrillResult:
     """Run *drill* in *workdir* (created; an earlier drill there is cleared).
     Raises :class:`LabError` with the serial tail on failure."""
-    from memconsole.lab import DrillResult, _tail
 
     initrd = _initramfs(lab, drill.kernel)
     # The units run memconsole sandboxed (a read-only root): compile its
