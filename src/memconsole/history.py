@@ -187,7 +187,7 @@ class CrashEvent:
         """Crash kind in the project vocabulary (``null-pointer``, ...)."""
         if self.report is not None:
             return str(self.report.kind.value)
-        return "panic" if self.panicked else "unknown"
+        return str((oops.Kind.PANIC if self.panicked else oops.Kind.UNKNOWN).value)
 
     @property
     def headline(self) -> str:

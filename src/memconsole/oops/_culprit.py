@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 from memconsole.oops import _machinery as _m
-from memconsole.oops._families import Family, Pick, Src
+from memconsole.oops._families import HARD_LOCKUP, Family, Pick, Src
 
 __all__ = ["Candidate", "Choice", "choose", "clean_title", "frames_of", "has_text",
            "maybe_stack", "replace_dynamic", "stack_flags", "stack_missing"]
@@ -439,7 +439,7 @@ def _candidates(family: Family, lines: _Lines, sources: tuple[Src, ...]) -> list
         out.extend(_source(src, lines))
         if src is Src.IRQ_RIP and out:
             break
-    if family.id == "hard-lockup":  # the interrupted context, not the NMI watchdog's frames
+    if family is HARD_LOCKUP:  # the interrupted context, not the NMI watchdog's frames
         out = [c for c in out if c.context != "NMI"]
     return out
 
@@ -516,12 +516,14 @@ def replace_dynamic(text: str) -> str:
     return text
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+@functools.cache
+def _control() -> re.Pattern[str]:
+    return re.compile(r"[\x00-\x1f\x7f]")
 
 
 def clean_title(title: str) -> str:
     """syzkaller's sanitizeTitle: no control characters, single spaces, 120 characters."""
-    return " ".join(_CONTROL.sub(" ", title).split())[:120]
+    return " ".join(_control().sub(" ", title).split())[:120]
 
 
 def iter_accesses(bodies: Sequence[bytes]) -> Iterator[str]:

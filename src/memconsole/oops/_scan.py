@@ -72,7 +72,7 @@ _TAKE_AT = 256
 _SPLIT_MIN = 1 << 20
 
 
-def _hit_pattern() -> tuple[bytes, re.Pattern[bytes]]:
+def _hit_pattern() -> tuple[bytes, re.Pattern[bytes]]:  # the pattern compiled when first used
     """The translation table and regular expression :func:`find_hits` uses.
 
     Each needle's anchor byte (:data:`memconsole._oops_patterns.NEEDLES`) is
@@ -90,7 +90,7 @@ def _hit_pattern() -> tuple[bytes, re.Pattern[bytes]]:
         t = needle.translate(table)
         k = t.index(b"\x01")
         alts.append((b"(?<=" + re.escape(t[:k + 1]) + b")" if k else b"") + re.escape(t[k + 1:]))
-    return table, re.compile(b"\x01(?:" + b"|".join(alts) + b")")
+    return table, _p.lazy(b"\x01(?:" + b"|".join(alts) + b")")
 
 
 # "[#": "#" is rare in logs: found with memchr (as "\x01" it would match "[" before
@@ -512,3 +512,6 @@ def scan_file(path: str, progress: Callable[[int], None] | None = None,
                     pool.shutdown(cancel_futures=True)
             for r in feeder.parser.finish():
                 yield r.report()
+
+
+_p.bind_lazy(globals())
