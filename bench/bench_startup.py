@@ -20,8 +20,9 @@ from other tenants spreads over all of them alike):
   holds the 8 records (its sentence, title, culprit and report);
 * ``memconsole list --pstore EMPTY --archive A``: every crash event of it.
 
-Prints the median and the quartiles of the wall-clock time per command and the
-ratio of the medians to ``-c pass``, as a Markdown table, then the ten modules with
+Prints the median and the quartiles of the wall-clock time per command, the median
+CPU time (user + system: on a shared machine the wall clock also measures the other
+tenants), and the ratios of the medians to ``-c pass``, as a Markdown table, then the ten modules with
 the largest cumulative import time of ``python -X importtime`` for ``show`` and for
 ``collect`` (and whether ``collect`` imported any ``memconsole.oops`` module).
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -44,14 +46,20 @@ RECORDS = [LAB / release / kind / "pstore" / "dmesg-ramoops-0"
            for release in ("6.1", "6.12") for kind in ("null", "bug", "warn", "panic")]
 
 
-def _run(argv: list[str]) -> float:
-    t0 = time.perf_counter()
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _run(argv: list[str]) -> tuple[float, float]:
+    """Wall-clock and CPU (user + system) seconds of one run of *argv*."""
+    c0, t0 = _cpu(), time.perf_counter()
     done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, _cpu() - c0
     if done.returncode not in (0, 4):
         raise SystemExit(f"{' '.join(argv)}: exit {done.returncode}: "
                          f"{done.stderr.decode(errors='replace').strip()}")
-    return elapsed
+    return elapsed, cpu
 
 
 def _importtime(python: str, args: list[str], top: int) -> tuple[list[tuple[int, str]], bool]:
@@ -102,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             "memconsole list": lambda: [tool, "list", "--pstore", str(empty),
                                         "--archive", str(archive)],
         }
-        times: dict[str, list[float]] = {name: [] for name in commands}
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
         for name, make in commands.items():  # warm the page cache once
             _run(make())
         for _ in range(args.runs):
@@ -113,17 +121,21 @@ def main(argv: list[str] | None = None) -> int:
         collect_imports, collect_oops = _importtime(
             python, ["collect", "--pstore", str(pstore), "--archive", str(base / "it"),
                      "--keep"], args.top)
-    unit = statistics.median(times["python3 -c pass"])
+    unit = statistics.median(w for w, _ in times["python3 -c pass"])
+    unit_cpu = statistics.median(c for _, c in times["python3 -c pass"])
     load = os.getloadavg()
     print(f"{args.runs} runs each, round robin; load average {load[0]:.1f} "
           f"{load[1]:.1f} {load[2]:.1f}; {os.cpu_count()} CPUs\n")
-    print("| command | median ms | quartiles ms | x `python3 -c pass` |")
-    print("|---|---:|---:|---:|")
+    print("| command | wall median ms | wall quartiles ms | x `-c pass` (wall) "
+          "| CPU median ms | x `-c pass` (CPU) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, values in times.items():
-        q = statistics.quantiles(values, n=4)
-        med = statistics.median(values)
+        wall = [w for w, _ in values]
+        cpu = statistics.median(c for _, c in values)
+        q = statistics.quantiles(wall, n=4)
+        med = statistics.median(wall)
         print(f"| `{name}` | {med * 1e3:.1f} | {q[0] * 1e3:.1f}-{q[2] * 1e3:.1f} | "
-              f"{med / unit:.2f} |")
+              f"{med / unit:.2f} | {cpu * 1e3:.1f} | {cpu / unit_cpu:.2f} |")
     for title, rows in (("show", show_imports), ("collect", collect_imports)):
         print(f"\n`python -X importtime -m memconsole {title} ...`, largest cumulative:\n")
         print("| module | cumulative ms |")
