@@ -22,9 +22,10 @@ from other tenants spreads over all of them alike):
 
 Prints the median and the quartiles of the wall-clock time per command, the median
 CPU time (user + system: on a shared machine the wall clock also measures the other
-tenants), and the ratios of the medians to ``-c pass``, as a Markdown table, then the ten modules with
-the largest cumulative import time of ``python -X importtime`` for ``show`` and for
-``collect`` (and whether ``collect`` imported any ``memconsole.oops`` module).
+tenants), and the ratios of the medians to ``-c pass``, as a Markdown table, then
+the ten modules with the largest cumulative import time of ``python -X importtime``
+for ``show`` and for ``collect`` (and whether ``collect`` imported any
+``memconsole.oops`` module).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "--archive", str(archive)],
         }
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-        for name, make in commands.items():  # warm the page cache once
+        for make in commands.values():  # warm the page cache once
             _run(make())
         for _ in range(args.runs):
             for name, make in commands.items():

@@ -252,7 +252,9 @@ NEEDLES: tuple[tuple[bytes, bytes, int], ...] = (
     (b"INFO", b"F", 2),
     (b"Kernel panic", b"K", 0),
     (b"Kernel stack", b"K", 0),
-    (b"oom-killer", b"-", 3),
+    # Needles of common letters only: found by bytes.find (anchor b""), not through
+    # an anchor byte that would stop the scanner every few hundred bytes ("-", "I").
+    (b"oom-killer", b"", 0),
     # mm/kmemleak.c: each leaked object starts a report; nothing else on its lines.
     (b"unreferenced object", b"j", 15),
     # net/core/dev.c netdev_wait_allrefs_any(): "unregister_netdevice: waiting for %s
@@ -262,7 +264,7 @@ NEEDLES: tuple[tuple[bytes, bytes, int], ...] = (
     (b"VFS: Close", b"F", 1),
     # arch/x86/kernel/traps.c exc_double_fault() (do_double_fault() before 5.8): 4.x
     # kernels print the registers without a die() header after it.
-    (b"PANIC: double fault", b"I", 3),
+    (b"PANIC: double fault", b"", 0),
     (b"[#", b"#", 1),
 )
 # Start lines without a needle of their own are always followed by a die() header
