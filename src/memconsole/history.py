@@ -187,7 +187,7 @@ class CrashEvent:
         """Crash kind in the project vocabulary (``null-pointer``, ...)."""
         if self.report is not None:
             return str(self.report.kind.value)
-        return "panic" if self.panicked else "unknown"
+        return str((oops.Kind.PANIC if self.panicked else oops.Kind.UNKNOWN).value)
 
     @property
     def headline(self) -> str:
@@ -224,6 +224,28 @@ class CrashEvent:
         # describe() may name the outcome itself ("kernel panic: ..."): say it once.
         detail = _OUTCOME_RE.sub("", oops.describe(self.report))
         return f"{subject} ended in {what}: {detail}."
+
+    def report_text(self) -> bytes:
+        """The report's own lines in :attr:`log` (what :attr:`report` was read from),
+        then the ``Kernel panic - not syncing`` line that ended the crash when it is
+        not one of them, after a ``[... N lines ...]`` line for those in between;
+        empty without a report."""
+        r, log = self.report, self.log
+        if r is None or not 0 <= r.start < r.end <= len(log):
+            return b""
+        text = log[r.start:r.end]
+        if not text.endswith(b"\n"):
+            text += b"\n"
+        at = log.find(b"Kernel panic - not syncing", r.end)
+        if r.panic_reason is not None and at >= 0:
+            begin = log.rfind(b"\n", 0, at) + 1
+            end = log.find(b"\n", at)
+            end = len(log) if end < 0 else end + 1
+            between = log.count(b"\n", r.end, begin)
+            if between:
+                text += f"[... {between} lines ...]\n".encode()
+            text += log[begin:end] if log[begin:end].endswith(b"\n") else log[begin:end] + b"\n"
+        return text
 
     def to_json(self) -> dict[str, object]:
         """The ``memconsole list --json`` object of this event."""

@@ -129,7 +129,14 @@ def test_show_list_oops_text_in_any_locale(tmp_path: Path, release: str,
     assert_safe(err, encoding)
     lines = shown.splitlines()
     assert lines[0].startswith("Boot ") and "sysrq triggered crash, task \\x1b[31mx" in lines[0]
-    assert lines[1] == f"Records: {NAME_SHOWN}"
+    assert lines[1] == "Title: kernel panic: sysrq triggered crash"
+    assert lines[4] == f"Records: {NAME_SHOWN}"
+    comm = next(line for line in lines if " Comm: " in line)  # in the report itself
+    assert " Comm: \\x1b[31mx\\xc2\\x9b2J\\xff Not tainted" in comm
+    # The boot log before the report: with --full.
+    rc, out, err = run(env, "show", "--pstore", pstore, "--archive", archive, "--full")
+    assert rc == 0, err
+    lines = assert_safe(out, encoding).splitlines()
     hostile_line = next(line for line in lines if "memconsole-lab: hostile:" in line)
     assert hostile_line.endswith(
         "memconsole-lab: hostile: \\x1bc reset, \\x1b[31mred\\x1b[0m, \\x1b]0;title\\x07, "
@@ -156,7 +163,7 @@ def test_newline_in_a_record_name(tmp_path: Path, capsys: pytest.CaptureFixture[
     hostile("6.1", tmp_path / "p", name)
     assert main(["show", "--pstore", str(tmp_path / "p"), "--archive", str(tmp_path / "a")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1] == "Records: dmesg-ramoops\\x0a\\x1b]0;x\\x07-0" and lines[2] == ""
+    assert lines[4] == "Records: dmesg-ramoops\\x0a\\x1b]0;x\\x07-0" and lines[5] == ""
     assert main(["oops", str(tmp_path / "p")]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith(f"{tmp_path}/p/dmesg-ramoops\\x0a\\x1b]0;x\\x07-0:")

@@ -44,6 +44,12 @@ def test_machinery_rows_are_anchored_and_cite_files() -> None:
     for row in _machinery.MACHINERY:
         assert row.files
         re.compile(row.pattern)
+    for anchors in _machinery.STALL_ANCHORS:
+        assert anchors.files and anchors.patterns
+        for pattern in anchors.patterns:
+            re.compile(pattern)
+    assert _machinery.is_stall_anchor("do_one_initcall")
+    assert not _machinery.is_stall_anchor("crashy_init")
     assert _machinery.is_machinery("__list_del_entry_valid_or_report")
     assert not _machinery.is_machinery("sget_userns")  # syzkaller's "get_user" substring
     assert not _machinery.is_machinery("test_kmalloc_aligned_oob_write")
@@ -143,6 +149,14 @@ def render_machinery() -> str:
     return "\n".join(lines)
 
 
+def render_anchors() -> str:
+    lines = ["| kernel files | dispatch functions (searched in the name) |", "|---|---|"]
+    for row in _machinery.STALL_ANCHORS:
+        names = ", ".join(f"`{_cell(p)}`" for p in row.patterns)
+        lines.append(f"| {_cell(row.files)} | {names} |")
+    return "\n".join(lines)
+
+
 def render_families() -> str:
     lines = ["| family | kind | title | culprit from | kernel source of the start line |",
              "|---|---|---|---|---|"]
@@ -158,6 +172,7 @@ def render_families() -> str:
 
 
 @pytest.mark.parametrize(("name", "render"), [("machinery", render_machinery),
+                                              ("stall anchor", render_anchors),
                                               ("families", render_families)])
 def test_docs_print_the_tables(name: str, render: object) -> None:
     assert callable(render)

@@ -187,6 +187,8 @@ def test_ring_and_ramoops_of_one_boot_are_one_event(tmp_path: Path,
     rc, out, _ = run(capsys, "show", *base)
     assert "ended in a kernel panic: sysrq triggered crash" in out.splitlines()[0]
     assert "Records: dmesg-ramoops-0, console-ring" in out
+    assert out.splitlines()[-1].endswith(" and the console-ring console): memconsole show --full")
+    rc, out, _ = run(capsys, "show", *base, "--full")
     assert f"--- console-ring (memconsole ring, boot {ID_C}) ---" in out
     assert "about to panic" in out
 

@@ -26,7 +26,6 @@ from memconsole import oops
 from memconsole.cli._output import Progress, warn
 from memconsole.cli.exitcodes import EXIT_DATA_MISSING, EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
 from memconsole.oops import Report, symbolize
-from memconsole.oops import _scan as _logscan
 from memconsole.pstore import PstoreRecord, decode_record, parse_name, read_pstore_dir
 from memconsole.render import escape, write_jsonl, write_text
 
@@ -74,7 +73,7 @@ def _scan_file(path: Path) -> Iterator[Report]:
         if magic != b"\x1f\x8b" and stat.S_ISREG(st.st_mode):
             progress = Progress("oops", str(path), st.st_size)
             try:
-                yield from _logscan.scan_file(str(path), progress)
+                yield from oops.scan_file(str(path), progress)
             finally:
                 progress.close()
             return
@@ -83,7 +82,7 @@ def _scan_file(path: Path) -> Iterator[Report]:
             stream = _Read1(gzip.GzipFile(fileobj=raw, mode="rb"))  # type: ignore[assignment]
         progress = Progress("oops", str(path), st.st_size)
         try:
-            yield from _logscan.scan_stream(stream, lambda _n: progress(raw.tell()))
+            yield from oops.scan_stream(stream, lambda _n: progress(raw.tell()))
         except (zlib.error, EOFError, gzip.BadGzipFile) as exc:
             # A corrupt or truncated member: what was inflated before it has
             # been scanned and its reports are out.
@@ -185,7 +184,7 @@ def _collect(path_arg: str) -> tuple[list[tuple[str, _Found]], list[str]]:
     logs) per file or record directory, and the problems of records read."""
     if path_arg == "-":
         stream = sys.stdin.buffer
-        return [("-", ((r, "-") for r in _logscan.scan_stream(stream)))], []
+        return [("-", ((r, "-") for r in oops.scan_stream(stream)))], []
     path = Path(path_arg)
     if path.is_dir():
         dirs: list[Path] = []

@@ -1,11 +1,18 @@
-"""``memconsole show``: the previous boot's last words."""
+"""``memconsole show``: the previous boot's last words.
+
+What a person needs first: the sentence, the report's title, culprit and
+signature, then the report itself (symbolised with ``--symbols``, or with a
+debug root holding the crashed kernel's vmlinux), then where the rest is:
+``show --full`` prints the whole boot log.
+"""
 
 from __future__ import annotations
 
 import argparse
 import re
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from memconsole.archive.ring import boot_end_line, entry_json, read_ring, render_entries
 from memconsole.cli._output import warn
@@ -16,23 +23,42 @@ from memconsole.history import current_boot_start_ns
 from memconsole.render import dmesg_text, escape, write_jsonl, write_text
 from memconsole.ring import RingBoot, RingImage, current_boot_id
 
+if TYPE_CHECKING:
+    from memconsole.history import CrashEvent
+    from memconsole.oops import Frame, Report
+
 __all__ = ["boot_arg", "register", "run"]
 
 # A boot id (prefix): the hex digits and dashes of /proc/sys/kernel/random/boot_id.
 _BOOT_ID_RE = re.compile(r"[0-9a-fA-F-]{4,36}")
+# Where distributions install debug symbols (Debian's *-dbg packages, Fedora's
+# debuginfo): used when it holds boot/vmlinux-RELEASE of the crashed kernel.
+DEBUG_ROOT = Path("/usr/lib/debug")
+# Lines of the log shown when no report was found in it (its end).
+_TAIL_LINES = 40
 
 
 def register(sub: Any) -> None:
     """Add the ``show`` command."""
     p = sub.add_parser(
-        "show", help="print the last crash: one sentence, then its kernel log",
-        description="Print the kernel log of the last crash memconsole knows of (pstore "
-        "records not yet collected, else the newest boot in the archive), in order, "
-        "opening with one line that says what happened.  With --ring: the console a "
-        "previous boot left in memconsole's ring (docs/ring.md), in order, gaps marked, and "
-        "where it ended.  Exit status 4 when there is nothing to show.")
+        "show", help="print the last crash: one sentence, its title, culprit and report",
+        description="Print the last crash memconsole knows of (pstore records not yet "
+        "collected, else the newest boot in the archive): one line that says what "
+        "happened, the report's title, culprit and signature, then the report itself "
+        "(with source lines when symbols are available), then where the full log is; "
+        "--full prints the whole boot log after it.  With --ring: the console a previous "
+        "boot left in memconsole's ring (docs/ring.md), in order, gaps marked, and where "
+        "it ended.  Exit status 4 when there is nothing to show.")
     add_pstore_arg(p)
     add_archive_arg(p)
+    p.add_argument("--full", action="store_true",
+                   help="print the whole log of the crashed boot after the report (and its "
+                   "console, pmsg, ftrace and ring records)")
+    p.add_argument("--symbols", action="append", type=Path, default=[], metavar="PATH",
+                   help="vmlinux with debug info, System.map, a module tree or .ko, or a "
+                   "debug root: add source lines to the report, as 'memconsole oops "
+                   f"--symbols' does (default: {DEBUG_ROOT} when it holds the crashed "
+                   "kernel's vmlinux; repeatable)")
     add_ring_arg(p, "show the console kept in this ring instead", env_default=False)
     p.add_argument("--boot", default="-1", type=boot_arg, metavar="-1|-N|0|all|ID",
                    help="with --ring: which boot: -1 the previous one (default), -2 the one "
@@ -97,6 +123,75 @@ def _show_ring(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _symbolized(report: Report, paths: list[Path]) -> Report:
+    """*report* with source lines from *paths*, or from :data:`DEBUG_ROOT` when it
+    holds the crashed kernel's vmlinux; notes on frames left alone go to stderr."""
+    from memconsole.oops import symbolize
+
+    release = report.kernel_release
+    if not paths and release and (DEBUG_ROOT / "boot" / f"vmlinux-{release}").is_file():
+        paths = [DEBUG_ROOT]
+    if not paths:
+        return report
+    table = symbolize.find_symbols(paths, release)
+    try:
+        report, notes = symbolize.symbolize(report, table)
+    finally:
+        table.close()
+    for note in notes:
+        warn("show", escape(note))
+    return report
+
+
+def _frames(report: Report) -> list[Frame]:
+    return [f for f in (report.rip, report.lr) if f is not None] + list(report.call_trace)
+
+
+def _with_sources(text: bytes, report: Report) -> bytes:
+    """The report's lines, each frame line followed by its source lines (indented
+    as ``scripts/decode_stacktrace.sh`` prints inlined callers)."""
+    frames = [f for f in _frames(report) if f.source and f.offset is not None]
+    if not frames:
+        return text
+    out, i = [], 0
+    for line in text.splitlines(keepends=True):
+        out.append(line)
+        for j in range(i, min(i + 4, len(frames))):
+            f = frames[j]
+            if f"{f.function}+0x{f.offset:x}".encode() in line:
+                out += [f"          {src.label()}\n".encode() for src in f.source]
+                i = j + 1
+                break
+    return b"".join(out)
+
+
+def _culprit(report: Report) -> str:
+    c = report.culprit
+    if c is None:
+        why = f" ({report.corrupted_reason})" if report.corrupted_reason else ""
+        return f"none found{why}"
+    label = c.label()
+    for f in _frames(report):
+        if f.function == c.function and f.module == c.module and f.source:
+            return f"{label} ({f.source[-1].file}:{f.source[-1].line})" \
+                if f.source[-1].line is not None else label
+    return label
+
+
+def _full_log(event: CrashEvent) -> None:
+    """The whole log of the crashed boot, then its other records."""
+    log = dmesg_text(event.log)
+    write_text(log if log.endswith(b"\n") or not log else log + b"\n", layout=True)
+    for rec in event.extra:
+        if event.dumps:
+            write_text(f"\n--- {escape(rec.name)} ---\n", layout=True)
+            write_text(dmesg_text(rec.text), layout=True)
+    if event.ring is not None and not event.ring_only:
+        write_text(f"\n--- {escape(event.ring.name)} (memconsole ring, boot "
+                   f"{escape(event.ring.ring_boot)}) ---\n", layout=True)
+        write_text(event.ring.text, layout=True)
+
+
 def run(args: argparse.Namespace) -> int:
     """Show; see :func:`register`."""
     if args.ring:
@@ -111,18 +206,32 @@ def run(args: argparse.Namespace) -> int:
     # keep their own tabs and newlines (layout=True) and nothing else.
     names = ", ".join([r.name for r in event.records]
                       + ([event.ring.name] if event.ring else []))
-    write_text(f"{escape(event.sentence(current_boot_start_ns()))}\n"
-               f"Records: {escape(names)}\n\n", layout=True)
+    head = [escape(event.sentence(current_boot_start_ns()))]
+    report = event.report
+    if report is not None:
+        report = _symbolized(report, args.symbols)
+        head += [f"Title: {escape(report.title or report.headline)}",
+                 f"Culprit: {escape(_culprit(report))}",
+                 f"Signature: {report.signature} ({escape(report.signature_basis)})"]
+    head.append(f"Records: {escape(names)}")
+    write_text("\n".join(head) + "\n\n", layout=True)
     log = dmesg_text(event.log)
-    write_text(log if log.endswith(b"\n") or not log else log + b"\n", layout=True)
-    for rec in event.extra:
-        if event.dumps:
-            write_text(f"\n--- {escape(rec.name)} ---\n", layout=True)
-            write_text(dmesg_text(rec.text), layout=True)
-    if event.ring is not None and not event.ring_only:
-        write_text(f"\n--- {escape(event.ring.name)} (memconsole ring, boot "
-                   f"{escape(event.ring.ring_boot)}) ---\n", layout=True)
-        write_text(event.ring.text, layout=True)
+    lines = log.count(b"\n") + (0 if log.endswith(b"\n") or not log else 1)
+    if args.full:
+        _full_log(event)
+    elif report is not None and event.report_text():
+        write_text(_with_sources(dmesg_text(event.report_text()), report), layout=True)
+    else:
+        tail = b"".join(log.splitlines(keepends=True)[-_TAIL_LINES:])
+        if lines > _TAIL_LINES:
+            write_text(f"[... the last {_TAIL_LINES} of {lines} lines ...]\n", layout=True)
+        write_text(tail if tail.endswith(b"\n") or not tail else tail + b"\n", layout=True)
+    if not args.full:
+        others = len(event.extra) if event.dumps else 0
+        rest = (f" and {others} other record{'s' if others != 1 else ''}" if others else "") + (
+            f" and the {escape(event.ring.name)} console" if event.ring is not None
+            and not event.ring_only else "")
+        write_text(f"\nFull log ({lines} lines{rest}): memconsole show --full\n", layout=True)
     sys.stdout.flush()
     # Something was skipped (one warning line each): the answer may be incomplete.
     return EXIT_PARTIAL if events.partial else EXIT_OK

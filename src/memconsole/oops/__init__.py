@@ -10,8 +10,8 @@ reports, memory leaks, OOM, panics) as immutable :class:`Report` records;
 :attr:`Report.title` and :attr:`Report.culprit` named the way syzkaller names
 kernel crashes (docs/oops.md), and a :attr:`Report.signature`
 (:mod:`memconsole.oops.signature`) built from the same culprit.  Logs too big
-for memory, and gzip-compressed ones, are read by
-:func:`memconsole.oops._scan.scan_stream`.
+for memory are read by :func:`scan_file` (a regular file, mapped) and
+:func:`scan_stream` (a pipe, a gzip-compressed log).
 
 The parser works line by line in one pass (:mod:`memconsole.oops._builder`),
 and only on the lines around report start lines (:mod:`memconsole.oops._scan`);
@@ -31,6 +31,8 @@ never raises.  Where each piece is:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 from memconsole.oops import _patterns as _p
 from memconsole.oops import _scan as _logscan
@@ -45,6 +47,8 @@ __all__ = [
     "describe",
     "parse_reports",
     "primary_report",
+    "scan_file",
+    "scan_stream",
     "to_json",
 ]
 
@@ -59,6 +63,28 @@ def parse_reports(text: bytes) -> list[Report]:
     Never raises.
     """
     return [b.report() for b in _logscan.parse_builders(text)]
+
+
+def scan_file(path: str, progress: Callable[[int], None] | None = None,
+              workers: int | None = None) -> Iterator[Report]:
+    """Yield every report in the regular file *path*, in order, reading it through a
+    memory map: the search for report start lines runs in *workers* processes
+    (default: the CPUs this process may use, at most 4, for files of 64 MiB and
+    more), the parser in this one.  *progress* is called with the byte offset
+    reached.  The same reports as :func:`scan_stream`; the file is never read
+    into memory whole."""
+    return _logscan.scan_file(path, progress, workers)
+
+
+def scan_stream(stream: BinaryIO, progress: Callable[[int], None] | None = None
+                ) -> Iterator[Report]:
+    """Yield every report in the log read from *stream* (a pipe, a
+    ``gzip.GzipFile``), in order, in bounded memory.  *progress* is called with
+    the number of bytes read.  A ``Kernel panic`` line far from its report is
+    not joined to it (:func:`primary_report` does that on a log in memory).  An
+    exception from ``stream.read()`` is raised after the reports of what was
+    read before it."""
+    return _logscan.scan_stream(stream, progress)
 
 
 def primary_report(text: bytes) -> Report | None:

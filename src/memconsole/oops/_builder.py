@@ -59,32 +59,31 @@ _MAX_OPEN = 16
 _Builder = Draft  # the name memconsole.oops._scan knows
 
 # Families a BUG() report's die header belongs to (x86 BUG() is ud2: "invalid opcode").
-_BUG_FAMILIES = frozenset({"kernel-bug", "list-bug", "usercopy"})
+_BUG_FAMILIES = (_fam.KERNEL_BUG, _fam.LIST_BUG, _fam.USERCOPY)
 # Start lines that never begin a report inside another one (syzkaller's
 # reportStartIgnores): a die header of its own, or a message printed in a loop.
-_NEVER_INSIDE = frozenset({"invalid-opcode", "double-fault", "netdev-wait"})
+_NEVER_INSIDE = (_fam.INVALID_OPCODE, _fam.DOUBLE_FAULT, _fam.NETDEV_WAIT)
 # Start lines that are someone else's message when they come in the middle of a
 # report's call trace without caller ids to tell them apart.
-_NOT_IN_TRACE = frozenset({"oom"})
+_NOT_IN_TRACE = (_fam.OOM,)
 # The first byte of an announcing line: "----[ cut here ]", "====", "list_del corruption".
 _ANNOUNCER_LEADS = frozenset((b"-", b"=", b"l"))
 # What a list corruption message announces (lib/list_debug.c CHECK_DATA_CORRUPTION()).
-_LIST_ANNOUNCED = {"kernel-bug": _fam.LIST_BUG, "list-bug": _fam.LIST_BUG,
-                   "invalid-opcode": _fam.LIST_BUG, "warning": _fam.LIST_WARNING,
-                   "w-list": _fam.LIST_WARNING}
-_MEMLEAK = _fam.by_id("memory-leak")
+_LIST_ANNOUNCED = {_fam.KERNEL_BUG.id: _fam.LIST_BUG, _fam.LIST_BUG.id: _fam.LIST_BUG,
+                   _fam.INVALID_OPCODE.id: _fam.LIST_BUG, _fam.WARNING.id: _fam.LIST_WARNING,
+                   _fam.LIST_WARNING.id: _fam.LIST_WARNING}
 
 
 def _fold_bug_die(cur: Draft, new: Family, groups: dict[str, bytes]) -> bool:
     """x86 BUG() traps with ud2: ``invalid opcode: 0000 [#1]`` follows ``kernel BUG at``
     (lib/bug.c report_bug(), arch/x86/kernel/traps.c handle_bug())."""
-    return cur.family.id in _BUG_FAMILIES and new.id == "invalid-opcode"
+    return cur.family in _BUG_FAMILIES and new is _fam.INVALID_OPCODE
 
 
 def _fold_watchdog_warning(cur: Draft, new: Family, groups: dict[str, bytes]) -> bool:
     """3.x: ``WARNING: at kernel/watchdog.c`` then ``Watchdog detected hard LOCKUP``
     (kernel/watchdog.c watchdog_overflow_callback() used WARN())."""
-    if cur.family.id == "warning" and new.id == "hard-lockup":
+    if cur.family is _fam.WARNING and new is _fam.HARD_LOCKUP:
         cur.refamily(new, groups)
         return True
     return False
@@ -92,7 +91,7 @@ def _fold_watchdog_warning(cur: Draft, new: Family, groups: dict[str, bytes]) ->
 
 def _fold_leak(cur: Draft, new: Family, groups: dict[str, bytes]) -> bool:
     """syzkaller's executor prints ``BUG: memory leak`` before the first kmemleak object."""
-    if cur.family.id == "memleak-syz" and new is _MEMLEAK and not cur.announced_leak:
+    if cur.family is _fam.MEMLEAK_SYZ and new is _fam.MEMORY_LEAK and not cur.announced_leak:
         cur.refamily(new, groups)
         cur.announced_leak = True
         return True
@@ -274,7 +273,7 @@ class LineParser:
         if hit is None and hung is not None and idx == hung[0] + 1:
             t = _p.HUNG_TAIL.match(text_)
             if t:
-                hit = (_fam.by_id("hung"), {"comm": hung[3] + b"\n" + t.group("comm"),
+                hit = (_fam.HUNG, {"comm": hung[3] + b"\n" + t.group("comm"),
                                             "pid": t.group("pid"), "secs": t.group("secs")})
                 s, head_idx = hung[1], hung[0]
                 line = _p.Line(b"INFO: task " + hit[1]["comm"] + b":" + t.group("pid")
@@ -290,8 +289,8 @@ class LineParser:
         family, groups = hit
         key = self._slot(line.context)
         cur = self.open.get(key)
-        if cur is not None and (family.id in _NEVER_INSIDE or (
-                family.id in _NOT_IN_TRACE and cur.trace == 1)):
+        if cur is not None and (family in _NEVER_INSIDE or (
+                family in _NOT_IN_TRACE and cur.trace == 1)):
             cur.feed(body, idx, e)
             self._take_die(cur, body)
             return True
@@ -339,10 +338,10 @@ class LineParser:
             groups["internal"] = b"1"
         d = self._start(_fam.DIE, groups, idx, s, e, line, key)
         if what.endswith("BUG"):
-            d.kind = _fam.by_id("kernel-bug").kind
+            d.kind = _fam.KERNEL_BUG.kind
             d.groups.setdefault("loc", b"?")
         elif "undefined instruction" in what:
-            d.kind = _fam.by_id("invalid-opcode").kind
+            d.kind = _fam.INVALID_OPCODE.kind
         d.oops_count, d.die_error = die.number, die.error
         return True
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 from memconsole.oops import _machinery as _m
-from memconsole.oops._families import Family, Pick, Src
+from memconsole.oops._families import HARD_LOCKUP, Family, Pick, Src
 
 __all__ = ["Candidate", "Choice", "choose", "clean_title", "frames_of", "has_text",
            "maybe_stack", "replace_dynamic", "stack_flags", "stack_missing"]
@@ -62,56 +62,67 @@ _PC = rb"\[<?(?:0x)?[0-9a-f]{1,16}>?\]"
 _NAME = rb"[A-Za-z_][\w.]{0,255}"
 
 
+_SOURCES: dict[str, bytes] = {
+    "frame": (
+        rb"[ \t]{0,16}(?P<paren>\()?(?:" + _PC + rb"[ \t]{1,8}){0,2}(?P<q>\?[ \t]{1,4})?"
+        rb"(?P<f>" + _NAME + rb")\+0x(?P<off>[0-9a-f]{1,16})/0x(?P<size>[0-9a-f]{1,16})"
+        rb"(?:[ \t]{1,4}\[(?P<mod>[\w-]{1,64})[^\]]{0,200}\])?(?P<rest>.{0,40})"),
+    "arm": (
+        rb"[ \t]{0,16}" + _PC + rb"[ \t]{1,8}\((?P<f>" + _NAME + rb")(?:\+0x[0-9a-f]{1,16}"
+        rb"/0x[0-9a-f]{1,16})?(?: \[(?P<fmod>[\w-]{1,64})\])?\)[ \t]{1,8}from[ \t]{1,8}"
+        + _PC + rb"[ \t]{1,8}\((?P<g>[A-Za-z_]\w{0,255})(?:\.[\w.]{1,64})?\+0x[0-9a-f]{1,16}"
+        rb"/0x[0-9a-f]{1,16}(?:[^)\[]{0,300})?(?: ?\[(?P<gmod>[\w-]{1,64})\])?"),
+    # scripts/decode_stacktrace.sh replaces "func+0x1/0x2" by "func (file.c:12)".
+    "decoded": (rb"[ \t]{0,16}(?P<q>\?[ \t]{1,4})?(?P<f>" + _NAME + rb") \("
+                          rb"[^()\s]{1,300}:\d{1,7}\)(?P<rest>.{0,20})"),
+    # arch/arm/kernel/traps.c dump_backtrace_entry() since 5.16: "f from g+0x1/0x2".
+    "arm_from": (rb"[ \t]{0,16}(?P<f>" + _NAME + rb")(?:\+0x[0-9a-f]{1,16}/0x"
+                           rb"[0-9a-f]{1,16})? from (?P<g>[A-Za-z_]\w{0,255})(?:\.[\w.]{1,64})?"
+                           rb"\+0x[0-9a-f]{1,16}/0x[0-9a-f]{1,16}"),
+    "ctx": (rb"[ \t]{0,16}(?:<(?P<close>/?)"
+                      rb"(?P<name>TASK|IRQ|NMI|SOFTIRQ|EOI|#[A-Z]{2})>"
+                      rb"|(?P<eoe><<EOE>>|<EOE>))"),
+    # syzkaller's stack starts (pkg/report/linux.go stackStartRes) and KMSAN's origin.
+    "stack": (
+        rb"Call [Tt]race|Allocated(?: by task \d{1,10})?:|Freed(?: by task \d{1,10})?:"
+        rb"|(?:^|[^k])[ \t]backtrace(?: \(crc [0-9a-f]{0,16}\))?:|^backtrace(?: \(crc "
+        rb"[0-9a-f]{0,16}\))?:|Backtrace:|Uninit was stored to memory at"
+        rb"|Uninit was created at|Local variable .{0,300} created at"
+        rb"|status: [0-9a-f]{16} badaddr: [0-9a-f]{16} cause: [0-9a-f]{16}"),
+    # The faulting IP of a register dump: a function, or a bare address or "(null)"
+    # (then there is no function, but the dump is this one: syzkaller's linuxRipFrame).
+    "rip": (
+        rb"[ \t]{0,16}(?:R?IP: (?:[0-9a-f]{4}:)?|EIP: (?:[0-9a-f]{4}:)?|EIP is at |pc : "
+        rb"|PC is at |NIP \[[0-9a-f]{1,16}\] |NIP:? |epc ?: |Krnl PSW : [0-9a-f]{1,16} "
+        rb"[0-9a-f]{1,16} \(|--- interrupt: [0-9a-f]{1,8} at )"
+        rb"(?:(?:" + _PC + rb"[ \t]{1,8}){0,2}(?P<f>" + _NAME + rb")\+0x(?P<off>[0-9a-f]{1,16})"
+        rb"(?:/0x(?P<size>[0-9a-f]{1,16}))?(?:[ \t]{1,4}\[(?P<mod>[\w-]{1,64})[^\]]{0,200}\])?"
+        rb"|(?P<df>" + _NAME + rb") \([^()\s]{1,300}:\d{1,7}\)"
+        rb"|(?:0x)?[0-9a-f]{1,16}(?:\s|$)|" + _PC + rb" {1,8}\[< *\(null\)>\] {1,8}\(null\)"
+        rb"|\(null\))"),
+    "user_rip": (rb"[ \t]{0,16}RIP: (?:0033|0023|002b|0073|e033|e02b):"),
+    "at": (rb"at: (?:" + _PC + rb" {1,8})?(?P<f>" + _NAME + rb")[.+]"),
+    "pc": (_PC + rb" {1,8}(?P<f>" + _NAME + rb")[.+]"),
+    "last_fn": (rb"last function: (?P<f>[A-Za-z0-9_]{1,256})"),
+    "caller_is": (rb"[ \t]{0,16}caller is (?P<f>" + _NAME + rb")[+ (]"),
+    "which_became": (rb"which became .{0,300} at:"),
+    "access": (rb"\b(?P<rw>Read|Write) (?:of size|at addr)"),
+    "should_fail": (
+        rb"(?:" + _PC + rb")? ?should_fail(?:slab)?(?:\.[a-z0-9.]+)?\+0x"),
+}
+
+
+class _Compiled(dict[str, "re.Pattern[bytes]"]):
+    """The expressions of :data:`_SOURCES`, each compiled when first asked for."""
+
+    def __missing__(self, key: str) -> re.Pattern[bytes]:
+        compiled = self[key] = re.compile(_SOURCES[key])
+        return compiled
+
+
 @functools.cache
 def _re() -> dict[str, re.Pattern[bytes]]:
-    return {
-        "frame": re.compile(
-            rb"[ \t]{0,16}(?P<paren>\()?(?:" + _PC + rb"[ \t]{1,8}){0,2}(?P<q>\?[ \t]{1,4})?"
-            rb"(?P<f>" + _NAME + rb")\+0x(?P<off>[0-9a-f]{1,16})/0x(?P<size>[0-9a-f]{1,16})"
-            rb"(?:[ \t]{1,4}\[(?P<mod>[\w-]{1,64})[^\]]{0,200}\])?(?P<rest>.{0,40})"),
-        "arm": re.compile(
-            rb"[ \t]{0,16}" + _PC + rb"[ \t]{1,8}\((?P<f>" + _NAME + rb")(?:\+0x[0-9a-f]{1,16}"
-            rb"/0x[0-9a-f]{1,16})?(?: \[(?P<fmod>[\w-]{1,64})\])?\)[ \t]{1,8}from[ \t]{1,8}"
-            + _PC + rb"[ \t]{1,8}\((?P<g>[A-Za-z_]\w{0,255})(?:\.[\w.]{1,64})?\+0x[0-9a-f]{1,16}"
-            rb"/0x[0-9a-f]{1,16}(?:[^)\[]{0,300})?(?: ?\[(?P<gmod>[\w-]{1,64})\])?"),
-        # scripts/decode_stacktrace.sh replaces "func+0x1/0x2" by "func (file.c:12)".
-        "decoded": re.compile(rb"[ \t]{0,16}(?P<q>\?[ \t]{1,4})?(?P<f>" + _NAME + rb") \("
-                              rb"[^()\s]{1,300}:\d{1,7}\)(?P<rest>.{0,20})"),
-        # arch/arm/kernel/traps.c dump_backtrace_entry() since 5.16: "f from g+0x1/0x2".
-        "arm_from": re.compile(rb"[ \t]{0,16}(?P<f>" + _NAME + rb")(?:\+0x[0-9a-f]{1,16}/0x"
-                               rb"[0-9a-f]{1,16})? from (?P<g>[A-Za-z_]\w{0,255})(?:\.[\w.]{1,64})?"
-                               rb"\+0x[0-9a-f]{1,16}/0x[0-9a-f]{1,16}"),
-        "ctx": re.compile(rb"[ \t]{0,16}(?:<(?P<close>/?)"
-                          rb"(?P<name>TASK|IRQ|NMI|SOFTIRQ|EOI|#[A-Z]{2})>"
-                          rb"|(?P<eoe><<EOE>>|<EOE>))"),
-        # syzkaller's stack starts (pkg/report/linux.go stackStartRes) and KMSAN's origin.
-        "stack": re.compile(
-            rb"Call [Tt]race|Allocated(?: by task \d{1,10})?:|Freed(?: by task \d{1,10})?:"
-            rb"|(?:^|[^k])[ \t]backtrace(?: \(crc [0-9a-f]{0,16}\))?:|^backtrace(?: \(crc "
-            rb"[0-9a-f]{0,16}\))?:|Backtrace:|Uninit was stored to memory at"
-            rb"|Uninit was created at|Local variable .{0,300} created at"
-            rb"|status: [0-9a-f]{16} badaddr: [0-9a-f]{16} cause: [0-9a-f]{16}"),
-        # The faulting IP of a register dump: a function, or a bare address or "(null)"
-        # (then there is no function, but the dump is this one: syzkaller's linuxRipFrame).
-        "rip": re.compile(
-            rb"[ \t]{0,16}(?:R?IP: (?:[0-9a-f]{4}:)?|EIP: (?:[0-9a-f]{4}:)?|EIP is at |pc : "
-            rb"|PC is at |NIP \[[0-9a-f]{1,16}\] |NIP:? |epc ?: |Krnl PSW : [0-9a-f]{1,16} "
-            rb"[0-9a-f]{1,16} \(|--- interrupt: [0-9a-f]{1,8} at )"
-            rb"(?:(?:" + _PC + rb"[ \t]{1,8}){0,2}(?P<f>" + _NAME + rb")\+0x(?P<off>[0-9a-f]{1,16})"
-            rb"(?:/0x(?P<size>[0-9a-f]{1,16}))?(?:[ \t]{1,4}\[(?P<mod>[\w-]{1,64})[^\]]{0,200}\])?"
-            rb"|(?P<df>" + _NAME + rb") \([^()\s]{1,300}:\d{1,7}\)"
-            rb"|(?:0x)?[0-9a-f]{1,16}(?:\s|$)|" + _PC + rb" {1,8}\[< *\(null\)>\] {1,8}\(null\)"
-            rb"|\(null\))"),
-        "user_rip": re.compile(rb"[ \t]{0,16}RIP: (?:0033|0023|002b|0073|e033|e02b):"),
-        "at": re.compile(rb"at: (?:" + _PC + rb" {1,8})?(?P<f>" + _NAME + rb")[.+]"),
-        "pc": re.compile(_PC + rb" {1,8}(?P<f>" + _NAME + rb")[.+]"),
-        "last_fn": re.compile(rb"last function: (?P<f>[A-Za-z0-9_]{1,256})"),
-        "caller_is": re.compile(rb"[ \t]{0,16}caller is (?P<f>" + _NAME + rb")[+ (]"),
-        "which_became": re.compile(rb"which became .{0,300} at:"),
-        "access": re.compile(rb"\b(?P<rw>Read|Write) (?:of size|at addr)"),
-        "should_fail": re.compile(
-            rb"(?:" + _PC + rb")? ?should_fail(?:slab)?(?:\.[a-z0-9.]+)?\+0x"),
-    }
+    return _Compiled()
 
 
 # The stack headers one by one (syzkaller checks the first occurrence of each).
@@ -439,7 +450,7 @@ def _candidates(family: Family, lines: _Lines, sources: tuple[Src, ...]) -> list
         out.extend(_source(src, lines))
         if src is Src.IRQ_RIP and out:
             break
-    if family.id == "hard-lockup":  # the interrupted context, not the NMI watchdog's frames
+    if family is HARD_LOCKUP:  # the interrupted context, not the NMI watchdog's frames
         out = [c for c in out if c.context != "NMI"]
     return out
 
@@ -516,12 +527,14 @@ def replace_dynamic(text: str) -> str:
     return text
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+@functools.cache
+def _control() -> re.Pattern[str]:
+    return re.compile(r"[\x00-\x1f\x7f]")
 
 
 def clean_title(title: str) -> str:
     """syzkaller's sanitizeTitle: no control characters, single spaces, 120 characters."""
-    return " ".join(_CONTROL.sub(" ", title).split())[:120]
+    return " ".join(_control().sub(" ", title).split())[:120]
 
 
 def iter_accesses(bodies: Sequence[bytes]) -> Iterator[str]:

@@ -45,21 +45,22 @@ _HEADER_LINES = 40
 # rules read when there are no caller ids to tell the two apart.
 _FOREIGN_STACKS = (b"vmalloc: allocation failure:", b"FAULT_INJECTION: forcing a failure",
                    b"FAULT_FLAG_ALLOW_RETRY missing")
-_STAMP_IN_TITLE = re.compile(rb"\[ {0,12}\d{1,10}\.\d{1,9}\]")
+_STAMP_IN_TITLE = _p.lazy(rb"\[ {0,12}\d{1,10}\.\d{1,9}\]")
 # Control characters other than a tab in a start line: a garbled title.
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f]")
+_CONTROL = _p.lazy(rb"[\x00-\x08\x0a-\x1f]")
 
-# Panic categories (memconsole.oops._patterns.panic_category) the report of a kind explains.
-_EXPLAINS = {"softlockup": Kind.SOFT_LOCKUP, "hungtask": Kind.HUNG_TASK,
-             "hardlockup": Kind.HARD_LOCKUP, "oom": Kind.OOM, "rcu": Kind.RCU_STALL,
-             "kmsan": Kind.KMSAN, "atomic": Kind.SCHEDULING_WHILE_ATOMIC}
+_PC = _p.PanicCategory
+# The panic categories the report of a kind explains.
+_EXPLAINS = {_PC.SOFTLOCKUP: Kind.SOFT_LOCKUP, _PC.HUNGTASK: Kind.HUNG_TASK,
+             _PC.HARDLOCKUP: Kind.HARD_LOCKUP, _PC.OOM: Kind.OOM, _PC.RCU: Kind.RCU_STALL,
+             _PC.KMSAN: Kind.KMSAN, _PC.ATOMIC: Kind.SCHEDULING_WHILE_ATOMIC}
 # A panic no report explains still names the kind its reason implies.
-STANDALONE_KIND = {"oom": Kind.OOM, "stack": Kind.STACK_CORRUPTION,
-                    "hardlockup": Kind.HARD_LOCKUP, "softlockup": Kind.SOFT_LOCKUP,
-                    "hungtask": Kind.HUNG_TASK, "rcu": Kind.RCU_STALL}
+STANDALONE_KIND = {_PC.OOM: Kind.OOM, _PC.STACK: Kind.STACK_CORRUPTION,
+                   _PC.HARDLOCKUP: Kind.HARD_LOCKUP, _PC.SOFTLOCKUP: Kind.SOFT_LOCKUP,
+                   _PC.HUNGTASK: Kind.HUNG_TASK, _PC.RCU: Kind.RCU_STALL}
 # Panics that are the consequence of a report: alone, that report is missing.
-_CONSEQUENCES = frozenset({"fatal", "warn", "softlockup", "hungtask", "hardlockup", "rcu",
-                           "kmsan", "atomic"})
+_CONSEQUENCES = frozenset({_PC.FATAL, _PC.WARN, _PC.SOFTLOCKUP, _PC.HUNGTASK, _PC.HARDLOCKUP,
+                           _PC.RCU, _PC.KMSAN, _PC.ATOMIC})
 
 
 def text(raw: bytes) -> str:
@@ -140,15 +141,15 @@ class Draft(_f.FieldsMixin):
     def dies(self) -> bool:
         return self.family.dies
 
-    def explains(self, category: str) -> bool:
+    def explains(self, category: _p.PanicCategory) -> bool:
         """Whether a panic of *category* is the consequence of this report."""
         if self.standalone:
             return False
-        if category == "fatal":
+        if category is _PC.FATAL:
             return self.oops_count is not None or self.dies()
-        if category == "init":
+        if category is _PC.INIT:
             return (self.oops_count is not None or self.dies()) and self.pid == 1
-        if category == "warn":
+        if category is _PC.WARN:
             return self.family.warns
         return _EXPLAINS.get(category) is self.kind
 
@@ -287,7 +288,7 @@ class Draft(_f.FieldsMixin):
             if raw is not None and not raw.inline:
                 header = _c.Candidate(text(raw.function),
                                       text(raw.module) if raw.module else None, "")
-        if self.standalone and self.panic_reason is not None and family.id == "panic":
+        if self.standalone and self.panic_reason is not None and family is _fam.STANDALONE_PANIC:
             if _p.panic_category(self.panic_reason) in _CONSEQUENCES:
                 # The panic's own stack is the reporter's (oops_end(), khungtaskd...).
                 return _c.Choice(None, None, (), None)
@@ -328,7 +329,7 @@ class Draft(_f.FieldsMixin):
         """A KASAN report without its access line (syzkaller titles it from its first
         line alone, as corrupted)."""
         if self._cut is None:
-            self._cut = self.family.id in ("kasan", "kasan-addr") and not any(
+            self._cut = self.family in (_fam.KASAN, _fam.KASAN_ADDR) and not any(
                 _c.iter_accesses(self.bodies))
         return self._cut
 
@@ -357,18 +358,18 @@ class Draft(_f.FieldsMixin):
             cat = _p.panic_category(self.panic_reason)
             if cat in _CONSEQUENCES:
                 return "the report this panic follows is missing"
-            return (None if self.family.id in _fam.STACKLESS
+            return (None if self.family.stackless
                     else _c.stack_missing(self.bodies, self._stack))
         if choice.corrupted_reason is not None:
             return choice.corrupted_reason
         start = self.bodies[0]
         if _STAMP_IN_TITLE.search(start, 4) or _CONTROL.search(start):
             return "garbled title"
-        if self.family.id == "paging" and start.rstrip().endswith(b"unable to handle kernel"):
+        if self.family is _fam.PAGING and start.rstrip().endswith(b"unable to handle kernel"):
             return "the rest of the first line is missing"
         if self._kasan_cut():
             return "no access line"
-        if self.family.id not in _fam.STACKLESS and not self.standalone:
+        if not self.family.stackless and not self.standalone:
             return _c.stack_missing(self.bodies, self._stack)
         return None
 
@@ -390,13 +391,13 @@ class Draft(_f.FieldsMixin):
             for f in ([self.rip] if self.rip else []) + self.frames:
                 name = _sig.syscall_name(_m.normalize_function(f.function))
                 if (not name or name.startswith("0x") or not f.reliable
-                        or _m.category(name) in _REPORTING
+                        or _m.in_categories(name, _REPORTING)
                         or (self.kind is Kind.HARD_LOCKUP and f.context == "NMI")):
                     continue
                 label = f"{name} [{f.module}]" if f.module else name
                 if not functions or functions[-1] != label:
                     functions.append(label)
-        return _sig.basis(self.kind.value, functions[:_sig.DEPTH], headline=headline,
+        return _sig.basis(self.kind, functions[:_sig.DEPTH], headline=headline,
                           panic_reason=self.panic_reason, workqueue=self.workqueue)
 
     def report(self) -> Report:
@@ -497,3 +498,6 @@ def _merge_groups(g: dict[str, bytes]) -> dict[str, bytes]:
     if not any(k in _ALIASES for k in g):
         return g
     return {_ALIASES.get(k, k): v for k, v in g.items()}
+
+
+_p.bind_lazy(globals())

@@ -25,11 +25,13 @@ import functools
 import re
 from dataclasses import dataclass
 
+from memconsole.oops import _patterns as _p
 from memconsole.oops._model import Kind
 
-__all__ = ["DIE", "FAMILIES", "LIST_BUG", "LIST_WARNING", "PANIC_FAMILIES", "STACKLESS",
-           "STANDALONE_PANIC",
-           "Family", "Pick", "Src", "by_id", "match"]
+__all__ = ["DIE", "DOUBLE_FAULT", "FAMILIES", "HARD_LOCKUP", "HUNG", "INVALID_OPCODE", "KASAN",
+           "KASAN_ADDR", "KERNEL_BUG", "LIST_BUG", "LIST_WARNING", "MEMLEAK_SYZ", "MEMORY_LEAK",
+           "NETDEV_WAIT", "OOM", "PAGING", "PANIC_FAMILIES", "STACKLESS", "STANDALONE_PANIC",
+           "USERCOPY", "WARNING", "Family", "Pick", "Src", "by_id", "match"]
 
 
 class Src(enum.Enum):
@@ -122,6 +124,11 @@ class Family:
     """The report goes through die(): a ``Fatal exception`` panic is its consequence."""
     warns: bool = False
     """The report ends in check_panic_on_warn(): a ``panic_on_warn set`` panic follows."""
+
+    @property
+    def stackless(self) -> bool:
+        """Whether reports of this family carry no stack of their own (:data:`STACKLESS`)."""
+        return self.id in STACKLESS
 
     @functools.cached_property
     def pattern(self) -> re.Pattern[bytes]:
@@ -549,9 +556,35 @@ DIE = F("die", Kind.UNKNOWN, b"[#", rb"", "{what} in {c}",
         "arch/x86/kernel/dumpstack.c __die_header(), arch/arm64/kernel/traps.c __die(), "
         "arch/arm/kernel/traps.c __die(), arch/riscv/kernel/traps.c die(), "
         "arch/s390/kernel/dumpstack.c die()", _RIP_TRACE, dies=True)
+
+
+def by_id(family_id: str) -> Family:
+    """The family called *family_id* (tests and docs)."""
+    for f in (*FAMILIES, *PANIC_FAMILIES, STANDALONE_PANIC, DIE):
+        if f.id == family_id:
+            return f
+    raise KeyError(family_id)
+
+
+# The families the parser treats apart, by name (a misspelt name is a type error in the
+# code that uses them, and a KeyError here when this module is imported).
+KASAN = by_id("kasan")
+KASAN_ADDR = by_id("kasan-addr")
+PAGING = by_id("paging")
+INVALID_OPCODE = by_id("invalid-opcode")
+DOUBLE_FAULT = by_id("double-fault")
+USERCOPY = by_id("usercopy")
+KERNEL_BUG = by_id("kernel-bug")
 #: The BUG() and WARN() that report a list corruption (after ``list_del corruption``).
-LIST_BUG = next(f for f in FAMILIES if f.id == "list-bug")
-LIST_WARNING = next(f for f in FAMILIES if f.id == "w-list")
+LIST_BUG = by_id("list-bug")
+LIST_WARNING = by_id("w-list")
+WARNING = by_id("warning")
+HARD_LOCKUP = by_id("hard-lockup")
+HUNG = by_id("hung")
+MEMORY_LEAK = by_id("memory-leak")
+MEMLEAK_SYZ = by_id("memleak-syz")
+NETDEV_WAIT = by_id("netdev-wait")
+OOM = by_id("oom")
 
 #: Families whose reports carry no stack of their own (syzkaller's noStackTrace): a
 #: report of any other family without a stack, or with a stack header and no frame
@@ -561,21 +594,15 @@ STACKLESS = frozenset({
     "w-unwind-regs", "w-unwind-fp", "netdev-wait", "vfs-busy", "vfs-close", "stackprot", "oom",
     "stack-entries",
 })
+for _id in STACKLESS:
+    by_id(_id)  # every name is a family's
 
 # Lines that hold a family's words but are notices, not reports (syzkaller's
 # suppressions, kernel notices that say WARNING or INFO).
-_NOT_START = re.compile(
+_NOT_START = _p.lazy(
     rb"ODEBUG:|INFO: lockdep is turned off|INFO: Stall ended|INFO: NMI handler|took too long"
     rb"|WARNING: [Tt]he mand mount option|WARNING: workqueue cpumask|WARNING: See https"
     rb"|WARNING: Unprivileged eBPF|WARNING: kernel not compiled with")
-
-
-def by_id(family_id: str) -> Family:
-    """The family called *family_id* (tests and docs)."""
-    for f in (*FAMILIES, *PANIC_FAMILIES, STANDALONE_PANIC, DIE):
-        if f.id == family_id:
-            return f
-    raise KeyError(family_id)
 
 
 def match(text: bytes) -> tuple[Family, dict[str, bytes]] | None:
@@ -589,3 +616,6 @@ def match(text: bytes) -> tuple[Family, dict[str, bytes]] | None:
                     return None
                 return family, {k: v for k, v in m.groupdict().items() if v is not None}
     return None
+
+
+_p.bind_lazy(globals())

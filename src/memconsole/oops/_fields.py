@@ -18,39 +18,39 @@ from memconsole.oops._model import Frame, Kind
 __all__ = ["FieldsMixin", "hex_int"]
 
 # lib/dump_stack.c dump_stack_print_info(): "Hardware name: %s".
-_HARDWARE = re.compile(rb"\s{0,8}Hardware name: (?P<v>.{1,300})")
+_HARDWARE = _p.lazy(rb"\s{0,8}Hardware name: (?P<v>.{1,300})")
 # arch/x86/mm/fault.c show_fault_oops() (5.1+): "#PF: supervisor read access in kernel mode",
 # "#PF: error_code(0x0000) - not-present page".
-_PF = re.compile(rb"\s{0,8}#PF: (?P<v>.{1,200})")
-_PF_CODE = re.compile(rb"error_code\(0x(?P<v>[0-9a-f]{1,8})\)")
+_PF = _p.lazy(rb"\s{0,8}#PF: (?P<v>.{1,200})")
+_PF_CODE = _p.lazy(rb"error_code\(0x(?P<v>[0-9a-f]{1,8})\)")
 # arch/arm64/mm/fault.c mem_abort_decode(): "  ESR = 0x0000000096000005".
-_ESR = re.compile(rb"\s{0,8}ESR = 0x(?P<v>[0-9a-f]{1,16})")
+_ESR = _p.lazy(rb"\s{0,8}ESR = 0x(?P<v>[0-9a-f]{1,16})")
 # kernel/workqueue.c print_worker_info(): "Workqueue: %s %ps".
-_WORKQUEUE = re.compile(rb"\s{0,8}Workqueue: (?P<v>.{1,300})")
+_WORKQUEUE = _p.lazy(rb"\s{0,8}Workqueue: (?P<v>.{1,300})")
 # arch/x86/kernel/setup.c dump_kernel_offset(): "Kernel Offset: 0x%lx from 0x%lx (relocation
 # range: ...)" or "Kernel Offset: disabled"; arm64 arch/arm64/kernel/setup.c the same words.
-_KOFFSET = re.compile(rb"\s{0,8}Kernel Offset: 0x(?P<v>[0-9a-f]{1,16}) from")
+_KOFFSET = _p.lazy(rb"\s{0,8}Kernel Offset: 0x(?P<v>[0-9a-f]{1,16}) from")
 # mm/kasan/report.c print_error_description(): "Read of size %zu at addr %px by task %s/%d"
 # (also "Write of size", 5.x "Read at addr" for KFENCE-style accesses).
-_ACCESS = re.compile(
+_ACCESS = _p.lazy(
     rb"\s{0,8}(?P<v>(?:Read|Write)(?: of size \d{1,10})? at addr (?P<addr>[0-9a-f]{1,16})"
     rb"(?: by task .{1,80})?)")
 # x86 __die_header() GPF: "general protection fault, probably for non-canonical address 0x...".
-_GPF_ADDR = re.compile(rb"address (?P<v>0x[0-9a-f]{1,16})")
+_GPF_ADDR = _p.lazy(rb"address (?P<v>0x[0-9a-f]{1,16})")
 # mm/kmemleak.c print_unreferenced(): '  comm "%s", pid %d, jiffies %lu'.
-_LEAK_TASK = re.compile(rb'\s{0,8}comm "(?P<comm>.{0,64})", pid (?P<pid>\d{1,10}), jiffies')
+_LEAK_TASK = _p.lazy(rb'\s{0,8}comm "(?P<comm>.{0,64})", pid (?P<pid>\d{1,10}), jiffies')
 # The "Code:" line: x86 show_opcodes(), arm64 dump_kernel_instr(), arm dump_instr().
-_CODE = re.compile(rb"\s{0,8}Code: (?P<v>.{1,400})")
+_CODE = _p.lazy(rb"\s{0,8}Code: (?P<v>.{1,400})")
 # arm64 __show_regs(): "lr : %pS"; arm: "LR is at %pS"; powerpc show_regs() "LR [%016lx] %pS";
 # riscv show_regs() " ra : %pS".
-_LR = re.compile(rb"\s{0,8}(?:lr : |LR is at |LR \[[0-9a-f]{1,16}\] |ra : )(?P<rest>.{1,600})")
+_LR = _p.lazy(rb"\s{0,8}(?:lr : |LR is at |LR \[[0-9a-f]{1,16}\] |ra : )(?P<rest>.{1,600})")
 # Register dump lines: x86 __show_regs() ("RAX: ... RBX: ...", "FS:  ...(0000) GS:...",
 # "CS:  0010 DS: ..."), arm64 ("sp : ...", "x29: ... x28: ...", "pstate: ..."), arm
 # ("sp : ...  ip : ...", "r10: ...", "psr: ..."), i386 ("EAX: ...").
-_REG_LINE = re.compile(
+_REG_LINE = _p.lazy(
     rb"\s{0,8}(?:R[A-Z0-9]{1,3}|E[A-Z]{2}|[CDEFGS]S|CR\d|DR\d|PKRU|sp|x\d{1,2}|r\d{1,2}|pstate"
     rb"|psr|ip|fp) ?:")
-_REG = re.compile(
+_REG = _p.lazy(
     rb"(?P<name>[A-Za-z][A-Za-z0-9_]{0,7}) ?: ?(?P<v>(?:[0-9a-f]{4}:)?[0-9a-f]{2,16})"
     rb"(?:\([0-9a-f]{4}\))?")
 
@@ -61,12 +61,12 @@ _FIRST = frozenset(bytes([c]) for c in b"CPNTMRIEeplLsxrifDFGSHWK#")
 # ... of the task, taint and module lines (CPU:, Pid:, Process, Tainted:, Not tainted, Modules).
 _TASK_LEADS = frozenset(bytes([c]) for c in b"CPTNM")
 # The faulting function's lines by first letter: exact (PC is at, NIP [...], Krnl PSW) ...
-_IP_EXACT: dict[bytes, tuple[re.Pattern[bytes], ...]] = {
-    b"P": (_p.PC_IS_AT,), b"N": (_p.NIP_LINE,), b"K": (_p.PSW_LINE,)}
+# (names in memconsole.oops._patterns, looked up when used: compiled on first use).
+_IP_EXACT: dict[bytes, tuple[str, ...]] = {
+    b"P": ("PC_IS_AT",), b"N": ("NIP_LINE",), b"K": ("PSW_LINE",)}
 # ... and the others (IP:, EIP:, EIP is at, pc :, epc :).
-_IP_OTHER: dict[bytes, tuple[re.Pattern[bytes], ...]] = {
-    b"I": (_p.IP_LINE,), b"E": (_p.IP_LINE, _p.EIP_AT), b"p": (_p.PC_LINE,),
-    b"e": (_p.PC_LINE,)}
+_IP_OTHER: dict[bytes, tuple[str, ...]] = {
+    b"I": ("IP_LINE",), b"E": ("IP_LINE", "EIP_AT"), b"p": ("PC_LINE",), b"e": ("PC_LINE",)}
 _LR_LEADS = frozenset((b"l", b"L", b"r"))
 # ... of _REG_LINE.
 _REG_LEADS = frozenset(bytes([c]) for c in b"RECDFGSPsxrpif")
@@ -184,13 +184,13 @@ class FieldsMixin:
                 else:
                     self.user_regs = True
                 return True
-        for rx in _IP_EXACT.get(lead, ()):
-            m = rx.match(body)
+        for name in _IP_EXACT.get(lead, ()):
+            m = getattr(_p, name).match(body)
             if m:
                 self._set_rip(m.group("rest"), 3)
                 return True
-        for rx in _IP_OTHER.get(lead, ()):
-            m = rx.match(body)
+        for name in _IP_OTHER.get(lead, ()):
+            m = getattr(_p, name).match(body)
             if m:
                 self._set_rip(m.group("rest"), 2)
                 m2 = _p.EFLAGS_CPU.match(body)
@@ -310,3 +310,6 @@ class FieldsMixin:
         self.modules.extend(names[:room])
         self.module_flags.extend(flags[:room])
         return bool(tokens) and not rest.rstrip().endswith(b"]")
+
+
+_p.bind_lazy(globals())

@@ -25,7 +25,8 @@ from typing import NamedTuple
 
 __all__ = [
     "CLONE_SUFFIX", "HUNG_ANCHORS", "HUNG_SKIP", "MACHINERY", "STALL_ANCHORS", "SYSCALL_PREFIXES",
-    "Category", "Row", "category", "is_hung_skip", "is_machinery", "is_stall_anchor",
+    "Anchors", "Category", "Row", "category", "in_categories", "is_hung_skip", "is_machinery",
+    "is_stall_anchor",
     "normalize_function", "strip_syscall",
 ]
 
@@ -299,47 +300,137 @@ SYSCALL_PREFIXES = (
 #: gcc/clang clone suffixes: ``.cold``, ``.constprop.0``, ``.isra.0``, ``.part.0``, ``.llvm.N``.
 CLONE_SUFFIX = (r"(?:\.(?:cold|constprop|isra|part|llvm|lto_priv|clone|localalias)"
                 r"(?:\.\d+)?)+$")
-#: Frames that dispatch work (syzkaller's linuxStallAnchorFrames): the culprit of a stall
-#: is the frame just above the first of them.  ``do_one_initcall`` (init/main.c) is
-#: memconsole's: a stall in module init then names the module's function on every kernel.
-STALL_ANCHORS = (
-    r"process_one_work", r"do_syscall_", r"do_fast_syscall_", r"sysenter_dispatch",
-    r"tracesys_phase2", r"el0_svc_handler", r"invoke_syscall", r"ret_fast_syscall",
-    r"netif_receive_skb", r"do_softirq", r"call_timer_fn", r"_run_timers", r"run_timer_softirq",
-    r"hrtimer_run", r"run_ksoftirqd", r"smpboot_thread_fn", r"^kthread$", r"start_secondary",
-    r"cpu_startup_entry", r"ret_from_fork", r"vfs_write", r"vfs_read", r"vfs_iter_read",
-    r"vfs_iter_write", r"do_iter_read", r"do_iter_write", r"call_read_iter", r"call_write_iter",
-    r"new_sync_read", r"new_sync_write", r"vfs_ioctl", r"ksys_ioctl", r"compat_ioctl",
-    r"compat_sys_ioctl", r"blkdev_driver_ioctl", r"blkdev_ioctl", r"do_iter_readv_writev",
-    r"^call_mmap", r"mmap_region", r"do_mmap", r"do_dentry_open", r"vfs_open", r"^sock_sendmsg",
-    r"^sock_recvmsg", r"^sock_release", r"^__sock_release", r"^setsockopt$",
-    r"kernel_setsockopt", r"sock_common_setsockopt", r"^listen$", r"kernel_listen",
-    r"sk_common_release", r"^sock_mmap", r"^accept$", r"kernel_accept", r"^sock_do_ioctl",
-    r"^sock_ioctl", r"^compat_sock_ioctl", r"^nfnetlink_rcv_msg", r"^rtnetlink_rcv_msg",
-    r"^netlink_dump", r"^(?:sys_)?(?:socketpair|connect|ioctl)", r"__do_fault", r"do_page_fault",
-    r"^page_fault$", r"__fput", r"task_work_run", r"exit_to_usermode", r"smp_call_function",
-    r"tasklet_action", r"tasklet_hi_action", r"^do_one_initcall$",
+class Anchors(NamedTuple):
+    """One row of :data:`STALL_ANCHORS`."""
+
+    files: str
+    """The kernel files that define the functions."""
+    patterns: tuple[str, ...]
+    """Regular expressions searched in the function name (as syzkaller does)."""
+
+
+#: Frames that dispatch work (syzkaller's linuxStallAnchorFrames, pkg/report/linux.go):
+#: the culprit of a stall is the frame just above the first of them.  ``do_one_initcall``
+#: (init/main.c) is memconsole's: a stall in module init then names the module's
+#: function on every kernel.
+STALL_ANCHORS: tuple[Anchors, ...] = (
+    Anchors("kernel/workqueue.c, kernel/softirq.c, kernel/time/timer.c, kernel/time/hrtimer.c, "
+            "kernel/smpboot.c, kernel/kthread.c, kernel/smp.c, kernel/task_work.c",
+            (r"process_one_work", r"do_softirq", r"call_timer_fn", r"_run_timers",
+             r"run_timer_softirq", r"hrtimer_run", r"run_ksoftirqd", r"smpboot_thread_fn",
+             r"^kthread$", r"smp_call_function", r"tasklet_action", r"tasklet_hi_action",
+             r"task_work_run")),
+    Anchors("arch/x86/entry/common.c, arch/x86/entry/entry_64.S, arch/x86/kernel/smpboot.c, "
+            "kernel/sched/idle.c, arch/arm64/kernel/syscall.c, arch/arm/kernel/entry-common.S, "
+            "kernel/entry/common.c, arch/x86/mm/fault.c, mm/memory.c",
+            (r"do_syscall_", r"do_fast_syscall_", r"sysenter_dispatch", r"tracesys_phase2",
+             r"el0_svc_handler", r"invoke_syscall", r"ret_fast_syscall", r"start_secondary",
+             r"cpu_startup_entry", r"ret_from_fork", r"exit_to_usermode", r"__do_fault",
+             r"do_page_fault", r"^page_fault$")),
+    Anchors("fs/read_write.c, fs/ioctl.c, fs/open.c, fs/file_table.c, include/linux/fs.h, "
+            "block/ioctl.c, mm/mmap.c, mm/util.c",
+            (r"vfs_write", r"vfs_read", r"vfs_iter_read", r"vfs_iter_write", r"do_iter_read",
+             r"do_iter_write", r"call_read_iter", r"call_write_iter", r"new_sync_read",
+             r"new_sync_write", r"vfs_ioctl", r"ksys_ioctl", r"compat_ioctl",
+             r"compat_sys_ioctl", r"blkdev_driver_ioctl", r"blkdev_ioctl",
+             r"do_iter_readv_writev", r"^call_mmap", r"mmap_region", r"do_mmap",
+             r"do_dentry_open", r"vfs_open", r"__fput")),
+    Anchors("net/socket.c, net/core/sock.c, net/core/dev.c, net/netfilter/nfnetlink.c, "
+            "net/core/rtnetlink.c, net/netlink/af_netlink.c",
+            (r"netif_receive_skb", r"^sock_sendmsg", r"^sock_recvmsg", r"^sock_release",
+             r"^__sock_release", r"^setsockopt$", r"kernel_setsockopt",
+             r"sock_common_setsockopt", r"^listen$", r"kernel_listen", r"sk_common_release",
+             r"^sock_mmap", r"^accept$", r"kernel_accept", r"^sock_do_ioctl", r"^sock_ioctl",
+             r"^compat_sock_ioctl", r"^nfnetlink_rcv_msg", r"^rtnetlink_rcv_msg",
+             r"^netlink_dump", r"^(?:sys_)?(?:socketpair|connect|ioctl)")),
+    Anchors("init/main.c", (r"^do_one_initcall$",)),
 )
 #: A hung task blocked in one of these is "hung in" the second name (syzkaller's
-#: linuxHangTaskFrameExtractor); ``""`` keeps the frame's own name.
+#: linuxHangTaskFrameExtractor; net/core/rtnetlink.c rtnl_lock(), kernel/rcu/tree.c
+#: synchronize_rcu(), kernel/rcu/srcutree.c synchronize_srcu(), net/core/dev.c
+#: synchronize_net()); ``""`` keeps the frame's own name.
 HUNG_ANCHORS = (("rtnl_lock", ""), ("synchronize_rcu", "synchronize_rcu"),
                 ("synchronize_srcu", "synchronize_rcu"), ("synchronize_net", "synchronize_rcu"),
                 ("synchronize_sched", "synchronize_rcu"))
-#: Otherwise the first frame matching none of these (substrings) is where it hangs.
+#: Otherwise the first frame matching none of these (substrings, syzkaller's: the
+#: scheduler, lock slow paths, rwsems, completions, waits, kernel/sched/, kernel/locking/,
+#: kernel/sched/completion.c, kernel/rcu/tree.c rcu_barrier()) is where it hangs.
 HUNG_SKIP = (r"sched", r"_lock", r"_slowlock", r"down", r"rwsem", r"completion", r"kthread",
              r"wait", r"synchronize", r"context_switch", r"__switch_to", r"cancel_delayed_work",
              r"rcu_barrier")
 
 
-_Rows = tuple[tuple[Category, re.Pattern[str]], ...]
+# Compiled when first needed, and in pieces: the alternatives of the rows are grouped by
+# the first letter a name they match can have after its leading underscores (one group
+# for those that may start with anything), and a name is matched against its letter's
+# group and that one only.  Telling a few dozen names apart then compiles a few small
+# expressions, not one of every row (the full table costs tens of milliseconds to
+# compile, more than the rest of a short ``memconsole show``).
+_SKIPPED = frozenset(Category) - {Category.ENTRY}
+_ENTRY = frozenset({Category.ENTRY})
+_ANY = ""
+
+
+def _alternatives(pattern: str) -> list[str]:
+    """*pattern* split at its top-level ``|``."""
+    out, depth, start, i = [], 0, 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 1
+        elif c == "[":
+            i = pattern.index("]", i + 2)
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            out.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    out.append(pattern[start:])
+    return out
+
+
+def _lead(alternative: str) -> str:
+    """The first letter every name *alternative* matches has after its leading
+    underscores, or :data:`_ANY` when that letter is not fixed."""
+    rest = alternative
+    while rest.startswith(("_*", "_?", "_")):
+        rest = rest[2:] if rest[:2] in ("_*", "_?") else rest[1:]
+    if rest[:1].isalpha() and rest[1:2] not in ("?", "*", "+", "{"):
+        return rest[0]
+    return _ANY
 
 
 @functools.cache
-def _compiled() -> tuple[re.Pattern[str], re.Pattern[str], _Rows]:
-    skipped = "|".join(f"(?:{r.pattern})" for r in MACHINERY if r.category is not Category.ENTRY)
-    entry = "|".join(f"(?:{r.pattern})" for r in MACHINERY if r.category is Category.ENTRY)
-    rows = tuple((r.category, re.compile(r.pattern)) for r in MACHINERY)
-    return re.compile(skipped), re.compile(entry), rows
+def _groups(categories: frozenset[Category]) -> dict[str, tuple[str, ...]]:
+    groups: dict[str, list[str]] = {}
+    for row in MACHINERY:
+        if row.category in categories:
+            for alt in _alternatives(row.pattern):
+                groups.setdefault(_lead(alt), []).append(alt)
+    return {k: tuple(v) for k, v in groups.items()}
+
+
+@functools.cache
+def _group(categories: frozenset[Category], lead: str) -> re.Pattern[str] | None:
+    alts = _groups(categories).get(lead, ())
+    return re.compile("|".join(f"(?:{a})" for a in alts)) if alts else None
+
+
+def _in(name: str, categories: frozenset[Category]) -> bool:
+    lead = name.lstrip("_")[:1]
+    for key in (lead, _ANY) if lead.isalpha() else (_ANY,):
+        rx = _group(categories, key)
+        if rx is not None and rx.fullmatch(name):
+            return True
+    return False
+
+
+@functools.cache
+def _rows() -> tuple[tuple[Category, re.Pattern[str]], ...]:
+    return tuple((r.category, re.compile(r.pattern)) for r in MACHINERY)
 
 
 @functools.cache
@@ -349,7 +440,8 @@ def _clone() -> re.Pattern[str]:
 
 @functools.cache
 def _anchors() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    return re.compile("|".join(STALL_ANCHORS)), re.compile("|".join(HUNG_SKIP))
+    anchors = "|".join(p for row in STALL_ANCHORS for p in row.patterns)
+    return re.compile(anchors), re.compile("|".join(HUNG_SKIP))
 
 
 @functools.lru_cache(maxsize=16384)
@@ -384,17 +476,22 @@ def strip_syscall(name: str) -> str:
 def is_machinery(name: str, *, entry: bool = False) -> bool:
     """Whether the normalised function *name* is machinery, never the culprit;
     with *entry*, entry functions count too (signature callers)."""
-    skipped, entries, _ = _compiled()
-    return bool(skipped.fullmatch(name) or (entry and entries.fullmatch(name)))
+    return _in(name, _SKIPPED) or (entry and _in(name, _ENTRY))
 
 
 @functools.lru_cache(maxsize=16384)
 def category(name: str) -> Category | None:
     """The category of the normalised function *name*, ``None`` for ordinary code."""
-    for cat, pattern in _compiled()[2]:
+    for cat, pattern in _rows():
         if pattern.fullmatch(name):
             return cat
     return None
+
+
+@functools.lru_cache(maxsize=16384)
+def in_categories(name: str, categories: frozenset[Category]) -> bool:
+    """Whether the normalised function *name* is in a row of one of *categories*."""
+    return _in(name, categories)
 
 
 @functools.lru_cache(maxsize=16384)

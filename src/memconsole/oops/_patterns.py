@@ -13,8 +13,9 @@ parser additionally cuts lines to :data:`MAX_LINE` bytes before matching.
 
 from __future__ import annotations
 
+import enum
 import re
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 # Private to memconsole.oops; listed for readers, not for star-imports.
 __all__ = [
@@ -23,8 +24,8 @@ __all__ = [
     "IP_LINE", "MAX_LINE", "MODULES", "MODULE_TOKEN", "NEEDLES", "NEEDLE_RE", "NIP_LINE", "PANIC",
     "PC_IS_AT", "PC_LINE", "PID_LINE", "PLAIN_FRAME", "PROCESS_LINE", "PSW_LINE", "RIP_LINE",
     "START_HINT", "TAINT_LINE", "TAINT_VERBOSE", "TRACE_HEADER", "USER_CS", "Die", "Line",
-    "RawFrame", "die_header", "in_trace_filler", "is_frame", "list_announcement", "panic_category",
-    "parse_frame", "parse_taint", "related", "strip_prefix",
+    "PanicCategory", "RawFrame", "die_header", "in_trace_filler", "is_frame", "list_announcement",
+    "panic_category", "parse_frame", "parse_taint", "related", "strip_prefix",
 ]
 
 # printk records are at most 1024 bytes of text (PRINTKRB_RECORD_MAX /
@@ -33,6 +34,43 @@ __all__ = [
 # looked at up to this length.
 MAX_LINE = 4096
 
+
+class _Lazy:
+    """A regular expression compiled when it is first used, so that importing the parser
+    compiles none.  Once compiled, the module global that names it is rebound to the
+    compiled pattern (:func:`bind_lazy`): later uses cost nothing extra.  ``pattern`` is
+    the source, readable without compiling (patterns built from others use it)."""
+
+    __slots__ = ("_home", "_name", "_re", "flags", "pattern")
+
+    def __init__(self, pattern: bytes, flags: int) -> None:
+        self.pattern = pattern
+        self.flags = flags
+        self._re: re.Pattern[bytes] | None = None
+        self._home: dict[str, object] | None = None
+        self._name = ""
+
+    def __getattr__(self, attr: str) -> object:  # match, search, ...: not in the slots
+        compiled = self._re
+        if compiled is None:
+            compiled = self._re = re.compile(self.pattern, self.flags)
+            if self._home is not None:
+                self._home[self._name] = compiled
+        return getattr(compiled, attr)
+
+
+def lazy(pattern: bytes, flags: int = 0) -> re.Pattern[bytes]:
+    """*pattern*, to be compiled on first use (a module-level constant of the parser)."""
+    return cast("re.Pattern[bytes]", _Lazy(pattern, flags))
+
+
+def bind_lazy(namespace: dict[str, object]) -> None:
+    """Let the lazy patterns of the module *namespace* rebind their global when compiled."""
+    for name, value in namespace.items():
+        if isinstance(value, _Lazy) and value._home is None:
+            value._home, value._name = namespace, name
+
+
 # --------------------------------------------------------------------------
 # Line prefixes
 # --------------------------------------------------------------------------
@@ -40,23 +78,23 @@ MAX_LINE = 4096
 # syslog / kern.log / journalctl short(-precise, -iso): "Jan 12 19:08:41 host kernel: ",
 # "Apr 15 13:58:08.549417 host kernel: ", "2022-01-15T23:50:16.58+01:00 host kernel: ".
 # Month names may be localised (non-ASCII), the host may be missing.
-_SYSLOG = re.compile(
+_SYSLOG = lazy(
     rb"(?:[A-Za-z\x80-\xff]{3,12}\.? {1,2}\d{1,2} \d\d:\d\d:\d\d(?:\.\d{1,9})?"
     rb"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?(?:[+-]\d\d:?\d\d|Z)?)"
     rb" (?:[^\s\[]{1,64} )?kernel: ?"
 )
 # dmesg -T: "[Wed Dec 19 03:36:07 2018] "
-_DMESG_T = re.compile(rb"\[[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\] ?")
+_DMESG_T = lazy(rb"\[[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\] ?")
 # syslog level as /dev/kmsg and pstore's kmsg_dump_get_buffer(syslog=true) print it:
 # "<4>" (fs/pstore/platform.c pstore_dump(), kernel/printk/printk.c info_print_prefix()).
-_LEVEL = re.compile(rb"<(\d{1,3})>")
+_LEVEL = lazy(rb"<(\d{1,3})>")
 # kernel/printk/printk.c print_time(): "[%5lu.%06lu]".
-_STAMP = re.compile(rb"\[ {0,12}(\d{1,10})\.(\d{1,9})\]")
+_STAMP = lazy(rb"\[ {0,12}(\d{1,10})\.(\d{1,9})\]")
 # kernel/printk/printk.c print_caller() (CONFIG_PRINTK_CALLER): "[%6s]" of "T%u"/"C%u",
 # printed right after the time stamp, with or without a space in between.
-_CALLER = re.compile(rb" ?\[ {0,10}([TC]\d{1,10})\]")
+_CALLER = lazy(rb" ?\[ {0,10}([TC]\d{1,10})\]")
 # journalctl -o short-monotonic: "[   12.345678] host kernel: ".
-_MONO_HOST = re.compile(rb"(?:[^\s\[]{1,64} )?kernel: ")
+_MONO_HOST = lazy(rb"(?:[^\s\[]{1,64} )?kernel: ")
 
 
 # Bytes no syslog or journal prefix starts with (its month name or year does not).
@@ -94,15 +132,15 @@ class Line(NamedTuple):
 
 
 # kernel/printk/printk.c console_emit_next_record(): "** %lu printk messages dropped **".
-_DROPPED = re.compile(rb"\*\* \d{1,12} printk messages dropped \*\* ?")
+_DROPPED = lazy(rb"\*\* \d{1,12} printk messages dropped \*\* ?")
 # A printk prefix in the middle of a line: the line's head is someone else's text
 # (a login prompt on the serial console, a message cut short by another CPU's).
-_SPLICE = re.compile(rb"\[ {0,12}\d{1,10}\.\d{6}\](?:\[ {0,10}[TC]\d{1,10}\])? ")
+_SPLICE = lazy(rb"\[ {0,12}\d{1,10}\.\d{6}\](?:\[ {0,10}[TC]\d{1,10}\])? ")
 
 
 # The common forms in one expression: pstore and /dev/kmsg "<4>[   12.345678] ", dmesg
 # "[   12.345678] ", with a caller id "[  T123]" after the stamp or after one space.
-_FAST = re.compile(rb"(?:<\d{1,3}>)?\[ {0,12}(\d{1,10})\.(\d{1,9})\]"
+_FAST = lazy(rb"(?:<\d{1,3}>)?\[ {0,12}(\d{1,10})\.(\d{1,9})\]"
                    rb"(?: ?\[ {0,10}([TC]\d{1,10})\])? ?")
 
 
@@ -214,7 +252,9 @@ NEEDLES: tuple[tuple[bytes, bytes, int], ...] = (
     (b"INFO", b"F", 2),
     (b"Kernel panic", b"K", 0),
     (b"Kernel stack", b"K", 0),
-    (b"oom-killer", b"-", 3),
+    # Needles of common letters only: found by bytes.find (anchor b""), not through
+    # an anchor byte that would stop the scanner every few hundred bytes ("-", "I").
+    (b"oom-killer", b"", 0),
     # mm/kmemleak.c: each leaked object starts a report; nothing else on its lines.
     (b"unreferenced object", b"j", 15),
     # net/core/dev.c netdev_wait_allrefs_any(): "unregister_netdevice: waiting for %s
@@ -224,24 +264,24 @@ NEEDLES: tuple[tuple[bytes, bytes, int], ...] = (
     (b"VFS: Close", b"F", 1),
     # arch/x86/kernel/traps.c exc_double_fault() (do_double_fault() before 5.8): 4.x
     # kernels print the registers without a die() header after it.
-    (b"PANIC: double fault", b"I", 3),
+    (b"PANIC: double fault", b"", 0),
     (b"[#", b"#", 1),
 )
 # Start lines without a needle of their own are always followed by a die() header
 # ("[#") within PENDING_LINES lines: arm "Alignment trap:" in kernel mode
 # (arch/arm/mm/alignment.c, then die("Oops - alignment")).
 _NO_NEEDLE_STARTS = (b"Alignment trap:",)
-NEEDLE_RE = re.compile(b"|".join(re.escape(n) for n, _, _ in NEEDLES))
+NEEDLE_RE = lazy(b"|".join(re.escape(n) for n, _, _ in NEEDLES))
 #: What the line parser looks for before it tries the start-line steps: the needles and
 #: the start lines that come just before a needle line.
-START_HINT = re.compile(b"|".join(re.escape(n) for n in (*(n for n, _, _ in NEEDLES),
+START_HINT = lazy(b"|".join(re.escape(n) for n in (*(n for n, _, _ in NEEDLES),
                                                           *_NO_NEEDLE_STARTS)))
 
 # lib/list_debug.c __list_add_valid_or_report() / __list_del_entry_valid_or_report()
 # (before 6.6: __list_add_valid(), __list_del_entry_valid()), CHECK_DATA_CORRUPTION():
 # printed just before the BUG()/WARN() that reports it, or after "WARNING: at
 # lib/list_debug.c" on 2.6/3.x.  Not a report start of its own: it announces one.
-_LIST = re.compile(rb"(?P<what>list_(?:add|del) corruption|list_add double add)\b")
+_LIST = lazy(rb"(?P<what>list_(?:add|del) corruption|list_add double add)\b")
 
 
 def list_announcement(text: bytes) -> bytes | None:
@@ -255,8 +295,8 @@ def list_announcement(text: bytes) -> bytes | None:
 
 # The first line of a hung-task report when the task's comm contained a newline:
 # "INFO: task <comm part 1" / "<comm part 2>:18088 blocked for more than 143 seconds."
-HUNG_HEAD = re.compile(rb"INFO: task (?P<comm>.{0,64})")
-HUNG_TAIL = re.compile(
+HUNG_HEAD = lazy(rb"INFO: task (?P<comm>.{0,64})")
+HUNG_TAIL = lazy(
     rb"(?P<comm>.{0,64}):(?P<pid>\d{1,10}) blocked (?:in I/O wait )?for more than "
     rb"(?P<secs>\d{1,10}) seconds"
 )
@@ -265,19 +305,17 @@ HUNG_TAIL = re.compile(
 # arch/s390/kernel/dumpstack.c die(): "%s: %04x ilc:%d [#%d]";
 # arch/arm64/kernel/traps.c __die() and arch/arm/kernel/traps.c __die():
 # "Internal error: %s: %x [#%d]"; riscv "Oops [#%d]", MIPS "Oops[#%d]:".
-_DIE = (
-    re.compile(rb"(?:Oops: )?(?P<what>[A-Za-z][\w ,#-]{0,120}?)(?:: 0x[0-9a-f]{1,16})?: "
-               rb"(?P<err>[0-9a-f]{1,4})(?: ilc:\d)? \[#(?P<n>\d{1,6})\]"),
-    re.compile(rb"Internal error: (?P<what>.{0,80}?): ?(?P<err>[0-9a-f]{1,16}) "
-               rb"\[#(?P<n>\d{1,6})\]"),
-    re.compile(rb"(?P<what>Oops) ?\[#(?P<n>\d{1,6})\]"),
-)
+_DIE_HEADER = lazy(rb"(?:Oops: )?(?P<what>[A-Za-z][\w ,#-]{0,120}?)(?:: 0x[0-9a-f]{1,16})?: "
+                   rb"(?P<err>[0-9a-f]{1,4})(?: ilc:\d)? \[#(?P<n>\d{1,6})\]")
+_DIE_INTERNAL = lazy(rb"Internal error: (?P<what>.{0,80}?): ?(?P<err>[0-9a-f]{1,16}) "
+                     rb"\[#(?P<n>\d{1,6})\]")
+_DIE_OOPS = lazy(rb"(?P<what>Oops) ?\[#(?P<n>\d{1,6})\]")
 
 
 # A die() header glued to the end of another message (no newline between them):
 # "kasan: GPF could be caused by NULL-ptr deref or user memory accessgeneral protection
 # fault: 0000 [#1]".
-GLUED_DIE = re.compile(rb"(?:general protection fault|stack segment|divide error|invalid opcode"
+GLUED_DIE = lazy(rb"(?:general protection fault|stack segment|divide error|invalid opcode"
                        rb"|int3)[^\n]{0,200}?: [0-9a-f]{4} \[#")
 
 
@@ -299,7 +337,7 @@ def die_header(body: bytes) -> Die | None:
     text = body.lstrip(b" \t")
     if b"[#" not in text[:260]:
         return None
-    for i, pattern in enumerate(_DIE):
+    for i, pattern in enumerate((_DIE_HEADER, _DIE_INTERNAL, _DIE_OOPS)):
         m = pattern.match(text)
         if m:
             err = m.groupdict().get("err")
@@ -308,7 +346,7 @@ def die_header(body: bytes) -> Die | None:
 
 
 # kernel/panic.c panic(): "Kernel panic - not syncing: %s".
-PANIC = re.compile(rb"\s{0,8}Kernel panic - not syncing:? ?(?P<reason>.{0,900})")
+PANIC = lazy(rb"\s{0,8}Kernel panic - not syncing:? ?(?P<reason>.{0,900})")
 
 # --------------------------------------------------------------------------
 # Header lines
@@ -316,58 +354,58 @@ PANIC = re.compile(rb"\s{0,8}Kernel panic - not syncing:? ?(?P<reason>.{0,900})"
 
 # lib/dump_stack.c dump_stack_print_info(): "CPU: %d PID: %d Comm: %.20s %s%s %s %.*s"
 # (6.11+ "CPU: %d UID: %u PID: ..."); "%s%s" is "Kdump: loaded " and print_tainted().
-CPU_LINE = re.compile(
+CPU_LINE = lazy(
     rb"\s{0,8}CPU: (?P<cpu>\d{1,5}) (?:UID: (?P<uid>\d{1,10}) )?PID: (?P<pid>\d{1,10}) "
     rb"Comm: (?P<comm>.{0,64}?) "
     rb"(?:Kdump: loaded )?(?P<taint>Not tainted|Tainted: )(?P<rest>.{0,400})"
 )
 # 2.6/3.x x86 show_regs(): "Pid: %d, comm: %.20s %s %s %.*s".
-PID_LINE = re.compile(
+PID_LINE = lazy(
     rb"\s{0,8}Pid: (?P<pid>\d{1,10}), comm: (?P<comm>.{0,64}?) "
     rb"(?P<taint>Not tainted|Tainted: )(?P<rest>.{0,400})"
 )
 # 3.x arm __show_regs(): "CPU: %d    %s  (%s %.*s)".
-ARM_CPU_LINE = re.compile(
+ARM_CPU_LINE = lazy(
     rb"\s{0,8}CPU: (?P<cpu>\d{1,5}) {1,8}(?P<taint>Not tainted|Tainted: )(?P<rest>.{0,400})"
 )
 # kernel/hung_task.c and lockdep print the taint on a line of its own; 6.11+
 # print_tainted_verbose() adds "Tainted: [O]=OOT_MODULE, [E]=UNSIGNED_MODULE".
-TAINT_LINE = re.compile(rb"\s{0,8}(?P<taint>Not tainted|Tainted: )(?P<rest>.{0,400})")
-TAINT_VERBOSE = re.compile(rb"\[([A-Z])\]=")
+TAINT_LINE = lazy(rb"\s{0,8}(?P<taint>Not tainted|Tainted: )(?P<rest>.{0,400})")
+TAINT_VERBOSE = lazy(rb"\[([A-Z])\]=")
 # arm/i386 show_regs(): "Process %.*s (pid: %d, stack limit = ...)".
-PROCESS_LINE = re.compile(rb"\s{0,8}Process (?P<comm>.{1,64}?) \(pid: (?P<pid>\d{1,10})[,)]")
+PROCESS_LINE = lazy(rb"\s{0,8}Process (?P<comm>.{1,64}?) \(pid: (?P<pid>\d{1,10})[,)]")
 # i386 show_regs(): "EIP: 0060:[<...>] EFLAGS: 00213246 CPU: 1".
-EFLAGS_CPU = re.compile(rb"\s{0,8}EIP: .{1,60} CPU: (?P<cpu>\d{1,5})")
+EFLAGS_CPU = lazy(rb"\s{0,8}EIP: .{1,60} CPU: (?P<cpu>\d{1,5})")
 # kernel/module/main.c print_modules(): "Modules linked in:" then " %s%s" per module.
-MODULES = re.compile(rb"\s{0,8}Modules linked in:(?P<rest>.{0,2000})")
-MODULE_TOKEN = re.compile(rb"[\w-]{1,64}(?:\([A-Z+\-]{1,12}\))?")
+MODULES = lazy(rb"\s{0,8}Modules linked in:(?P<rest>.{0,2000})")
+MODULE_TOKEN = lazy(rb"[\w-]{1,64}(?:\([A-Z+\-]{1,12}\))?")
 
 # x86 show_ip()/show_iret_regs(): "RIP: %04x:%pS"; 3.x "RIP: 0010:[<addr>]  [<addr>] %pS";
 # 4.x oops_end() trailer "RIP: %pS RSP: ..."; old "IP: [<addr>] %pS".
-RIP_LINE = re.compile(rb"\s{0,8}RIP: (?:(?P<cs>[0-9a-f]{4}):)?(?P<rest>.{1,600})")
-IP_LINE = re.compile(rb"\s{0,8}(?:IP|EIP): (?:[0-9a-f]{4}:)?(?P<rest>(?:\[<|[A-Za-z_]).{1,600})")
+RIP_LINE = lazy(rb"\s{0,8}RIP: (?:(?P<cs>[0-9a-f]{4}):)?(?P<rest>.{1,600})")
+IP_LINE = lazy(rb"\s{0,8}(?:IP|EIP): (?:[0-9a-f]{4}:)?(?P<rest>(?:\[<|[A-Za-z_]).{1,600})")
 # arch/powerpc/kernel/process.c show_regs(): "NIP [%016lx] %pS" (the "NIP:  ..." register
 # line before it holds no symbol); arch/s390/kernel/dumpstack.c show_registers():
 # "Krnl PSW : %px %px (%pSR)".
-NIP_LINE = re.compile(rb"\s{0,8}NIP \[[0-9a-f]{1,16}\] (?P<rest>.{1,600})")
-PSW_LINE = re.compile(rb"\s{0,8}Krnl PSW : [0-9a-f]{1,16} [0-9a-f]{1,16} \((?P<rest>[^)]{1,600})\)")
-EIP_AT = re.compile(rb"\s{0,8}EIP is at (?P<rest>.{1,600})")
+NIP_LINE = lazy(rb"\s{0,8}NIP \[[0-9a-f]{1,16}\] (?P<rest>.{1,600})")
+PSW_LINE = lazy(rb"\s{0,8}Krnl PSW : [0-9a-f]{1,16} [0-9a-f]{1,16} \((?P<rest>[^)]{1,600})\)")
+EIP_AT = lazy(rb"\s{0,8}EIP is at (?P<rest>.{1,600})")
 # arm/arm64 __show_regs(): "PC is at %pS" (before 4.15), "pc : %pS" (4.15+).
-PC_IS_AT = re.compile(rb"\s{0,8}PC is at (?P<rest>.{1,600})")
-PC_LINE = re.compile(rb"\s{0,8}(?:pc|epc) ?: (?P<rest>.{1,600})")
+PC_IS_AT = lazy(rb"\s{0,8}PC is at (?P<rest>.{1,600})")
+PC_LINE = lazy(rb"\s{0,8}(?:pc|epc) ?: (?P<rest>.{1,600})")
 USER_CS = frozenset((b"0033", b"0023", b"002b", b"0073", b"e033", b"e02b"))
 
 # arch/x86/kernel/dumpstack.c show_trace_log_lvl(): "Call Trace:"; arm64 "Call trace:";
 # arm "Backtrace:".
-TRACE_HEADER = re.compile(rb"\s{0,8}(?:Call Trace|Call trace|Backtrace):?\s{0,4}$")
-CUT_HERE = re.compile(rb"\s{0,8}-{4,}\[ cut here \]-{4,}")
-BANNER = re.compile(rb"\s{0,8}={16,}\s{0,4}$")
+TRACE_HEADER = lazy(rb"\s{0,8}(?:Call Trace|Call trace|Backtrace):?\s{0,4}$")
+CUT_HERE = lazy(rb"\s{0,8}-{4,}\[ cut here \]-{4,}")
+BANNER = lazy(rb"\s{0,8}={16,}\s{0,4}$")
 # kernel/panic.c print_oops_end_marker() "---[ end trace %016llx ]---" (after every oops
 # and WARNING) and panic() "---[ end Kernel panic - not syncing: %s ]---".
-END_MARKER = re.compile(rb"\s{0,8}---\[ end (?:trace [0-9a-f]{1,16}|Kernel panic)")
+END_MARKER = lazy(rb"\s{0,8}---\[ end (?:trace [0-9a-f]{1,16}|Kernel panic)")
 
 # Register and stack dump lines that may sit inside a call trace.
-_IN_TRACE = re.compile(
+_IN_TRACE = lazy(
     rb"\s{0,8}(?:(?:RIP|RSP|RAX|RBX|RCX|RDX|RSI|RDI|RBP|R\d{1,2}|FS|GS|CS|DS|ES|CR\d|DR\d|PKRU|ORIG_RAX"
     rb"|EIP|EAX|EBX|ECX|EDX|ESI|EDI|EBP|ESP|Code|Exception stack)\b"
     rb"|r\d{1,2} ?:[0-9a-f]|[0-9a-f]{4}: |[0-9a-f]{8,16}(?: |$))"
@@ -381,7 +419,7 @@ def in_trace_filler(body: bytes) -> bool:
 
 # Lines that belong to a report even though they carry none of its fields;
 # they keep a report open (see memconsole.oops) and extend its end offset.
-_RELATED = re.compile(
+_RELATED = lazy(
     rb"\s{0,8}(?:(?:RIP|RSP|RAX|RDX|RBP|R1[03]|FS|CS|CR2|DR[0-7]|PKRU|EIP|EAX|ESI|DS|Code|Stack"
     rb"|Hardware name|CPU|Pid|Process|Modules linked in|Workqueue|Tainted|Not tainted|pstate"
     rb"|pc|lr|sp"
@@ -413,38 +451,38 @@ def is_frame(body: bytes) -> bool:
 # --------------------------------------------------------------------------
 
 # x86 "<IRQ>", "</IRQ>", "<TASK>", "<NMI>", "<SOFTIRQ>", "<#DF>", 3.x "<EOI>", "<<EOE>>".
-CONTEXT_MARK = re.compile(
+CONTEXT_MARK = lazy(
     rb"\s{0,8}(?:<(?P<close>/?)(?P<name>TASK|IRQ|NMI|SOFTIRQ|EOI|#[A-Z]{2})>|<<EOE>>|<EOE>)"
 )
-_ADDR = re.compile(rb"\[<[0-9a-fA-F]{1,16}>\]\s{0,4}")
+_ADDR = lazy(rb"\[<[0-9a-fA-F]{1,16}>\]\s{0,4}")
 # "%pS": symbol+0xoff/0xsize, then " [module]" or " [module buildid]".
-_SYM = re.compile(
+_SYM = lazy(
     rb"(?P<func>[A-Za-z_.$][\w.$]{0,255})\+0x(?P<off>[0-9a-f]{1,16})/0x(?P<size>[0-9a-f]{1,16})"
     rb"(?:\s{1,4}\[(?P<mod>[\w-]{1,64})[^\]]{0,200}\])?"
 )
 # The usual frame line, "  ? func+0x1a/0x70 [mod]", in one expression: the same as
 # parse_frame() gives for a line that starts with neither "[<" nor ":" (a test checks).
-PLAIN_FRAME = re.compile(rb"[ \t]*(?:(?P<q>\? ) *)?" + _SYM.pattern)
+PLAIN_FRAME = lazy(rb"[ \t]*(?:(?P<q>\? ) *)?" + _SYM.pattern)
 # scripts/decode_stacktrace.sh output without offsets: "func (file.c:123)"; syzbot's
 # symbolised "func file.c:123 [inline]".
-_DECODED = re.compile(rb"(?P<func>[A-Za-z_.$][\w.$]{0,255}) \((?:[^()\s]{1,300}:\d{1,7})")
-_INLINE = re.compile(rb"(?P<func>[A-Za-z_.$][\w.$]{0,255}) [\w./+-]{1,300}:\d{1,7} \[inline\]")
+_DECODED = lazy(rb"(?P<func>[A-Za-z_.$][\w.$]{0,255}) \((?:[^()\s]{1,300}:\d{1,7})")
+_INLINE = lazy(rb"(?P<func>[A-Za-z_.$][\w.$]{0,255}) [\w./+-]{1,300}:\d{1,7} \[inline\]")
 # Unsymbolised addresses: "0xffffffc00818ff8c [netatop@0000+0x12000]".
-_RAW = re.compile(
+_RAW = lazy(
     rb"(?P<func>0x[0-9a-f]{1,16})(?:\s{1,4}\[(?P<mod>[\w-]{1,64})[^\]]{0,200}\])?\s{0,4}$"
 )
 # arm unwind_backtrace(): "[<pc>] (func) from [<lr>] (caller+0x../0x..)".
-ARM_FROM = re.compile(
+ARM_FROM = lazy(
     rb"\s{0,8}\[<[0-9a-f]{1,16}>\] \((?P<func>[^\s()]{1,256})(?: \[(?P<mod>[\w-]{1,64})\])?\)"
     rb" from \[<"
 )
 # arm dump_backtrace_entry() since 5.16 (no addresses): " func from caller+0x10/0x14".
-ARM_FROM_SYM = re.compile(
+ARM_FROM_SYM = lazy(
     rb"\s{0,8}(?P<func>[A-Za-z_.$][\w.$]{0,255})(?:\+0x[0-9a-f]{1,16}/0x[0-9a-f]{1,16})?"
     rb"(?: \[(?P<mod>[\w-]{1,64})\])? from [A-Za-z_.$][\w.$]{0,255}\+0x"
 )
 # 2.6.2x "IP: [<f88dec25>] :radeon:radeon_cp_init_ring_buffer+0x90/0x302"
-_OLD_MODPREFIX = re.compile(rb":(?P<mod>[\w-]{1,64}):")
+_OLD_MODPREFIX = lazy(rb":(?P<mod>[\w-]{1,64}):")
 
 
 class RawFrame(NamedTuple):
@@ -500,7 +538,7 @@ def parse_frame(text: bytes, *, bare: bool = False) -> RawFrame | None:
 # --------------------------------------------------------------------------
 
 # A stack dump word, never a module name.
-HEXWORD = re.compile(rb"[0-9a-f]{8,16}")
+HEXWORD = lazy(rb"[0-9a-f]{8,16}")
 
 
 def parse_taint(taint: bytes, rest: bytes) -> tuple[str, str | None, str | None]:
@@ -526,7 +564,37 @@ def parse_taint(taint: bytes, rest: bytes) -> tuple[str, str | None, str | None]
     return "".join(letters), release, build or None
 
 
-def panic_category(reason: str) -> str:
+class PanicCategory(enum.Enum):
+    """The report a ``Kernel panic - not syncing: REASON`` line is the consequence of
+    (:func:`panic_category`)."""
+
+    FATAL = "fatal"
+    """An oops: die() ended in oops_end()."""
+    WARN = "warn"
+    """A WARNING or sanitizer report with panic_on_warn."""
+    KMSAN = "kmsan"
+    """A KMSAN report with kmsan.panic."""
+    ATOMIC = "atomic"
+    """Scheduling while atomic with panic_on_warn."""
+    SOFTLOCKUP = "softlockup"
+    """A soft lockup with softlockup_panic."""
+    HUNGTASK = "hungtask"
+    """A hung task with hung_task_panic."""
+    HARDLOCKUP = "hardlockup"
+    """A hard lockup with hardlockup_panic."""
+    OOM = "oom"
+    """An OOM report with panic_on_oom, or no memory left at all."""
+    RCU = "rcu"
+    """An RCU stall with panic_on_rcu_stall."""
+    INIT = "init"
+    """init exited."""
+    STACK = "stack"
+    """The stack protector or the scheduler's stack end check."""
+    OTHER = "other"
+    """Any other reason (sysrq, a driver's own panic)."""
+
+
+def panic_category(reason: str) -> PanicCategory:
     """Classify a panic reason by the report expected to explain it.
 
     Reasons: arch/x86/kernel/dumpstack.c oops_end() "Fatal exception" /
@@ -541,25 +609,28 @@ def panic_category(reason: str) -> str:
     """
     r = reason.strip()
     if re.match(r"(?:Oops: )?Fatal exception", r) or r.endswith(": Fatal exception"):
-        return "fatal"
+        return PanicCategory.FATAL
     if "panic_on_warn set" in r:
-        return "warn"
+        return PanicCategory.WARN
     if "kmsan.panic set" in r:  # mm/kmsan/report.c kmsan_report()
-        return "kmsan"
+        return PanicCategory.KMSAN
     if r.startswith("scheduling while atomic"):  # kernel/sched/core.c __schedule_bug()
-        return "atomic"
+        return PanicCategory.ATOMIC
     if r.startswith("softlockup: hung tasks"):
-        return "softlockup"
+        return PanicCategory.SOFTLOCKUP
     if r.startswith("hung_task: blocked tasks"):
-        return "hungtask"
+        return PanicCategory.HUNGTASK
     if re.search(r"hard LOCKUP", r, re.IGNORECASE):
-        return "hardlockup"
+        return PanicCategory.HARDLOCKUP
     if r.startswith(("Out of memory", "System is deadlocked on memory")):
-        return "oom"
+        return PanicCategory.OOM
     if r.startswith("RCU Stall"):
-        return "rcu"
+        return PanicCategory.RCU
     if r.startswith("Attempted to kill init"):
-        return "init"
+        return PanicCategory.INIT
     if "Kernel stack is corrupted" in r or r.startswith("corrupted stack end detected"):
-        return "stack"
-    return "other"
+        return PanicCategory.STACK
+    return PanicCategory.OTHER
+
+
+bind_lazy(globals())

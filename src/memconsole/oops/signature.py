@@ -37,13 +37,16 @@ import re
 from collections.abc import Sequence
 
 from memconsole.oops._machinery import SYSCALL_PREFIXES, normalize_function
+from memconsole.oops._model import Kind
 
 __all__ = ["DEPTH", "basis", "digest", "normalize_function", "syscall_name"]
 
 #: How many functions (culprit plus callers) go into the basis.
 DEPTH = 4
 
-_NUMBER = re.compile(r"0x[0-9a-fA-F]+|[0-9a-fA-F]{8,}|\d+")
+@functools.cache
+def _number() -> re.Pattern[str]:
+    return re.compile(r"0x[0-9a-fA-F]+|[0-9a-fA-F]{8,}|\d+")
 
 
 @functools.lru_cache(maxsize=16384)
@@ -60,16 +63,16 @@ def syscall_name(name: str) -> str:
     return name
 
 
-def basis(kind: str, functions: Sequence[str], *, headline: str, panic_reason: str | None = None,
+def basis(kind: Kind, functions: Sequence[str], *, headline: str, panic_reason: str | None = None,
           workqueue: str | None = None) -> str:
     """The text a signature hashes: *kind*, then the *functions* (labels such as
     ``crashy_null [crashy]``, culprit first, at most :data:`DEPTH`); a panic's
     reason with numbers as ``N``; without functions the *headline* with numbers as
     ``N`` and the work function of the *workqueue* line."""
-    parts = [kind, *functions[:DEPTH]]
-    if kind == "panic" or not functions:
-        what = panic_reason if kind == "panic" and panic_reason else headline
-        parts.append(_NUMBER.sub("N", what).strip())
+    parts = [kind.value, *functions[:DEPTH]]
+    if kind is Kind.PANIC or not functions:
+        what = panic_reason if kind is Kind.PANIC and panic_reason else headline
+        parts.append(_number().sub("N", what).strip())
     if not functions and workqueue:
         # "events crashy_work_fn [crashy]": the work function is stable, the pool is not.
         parts.append("work " + workqueue.split(" ", 1)[-1])
