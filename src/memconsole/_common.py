@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import secrets
 from pathlib import Path
 
 from memconsole.errors import ConfigError
@@ -66,7 +65,7 @@ def temp_path(path: Path) -> Path:
     """A fresh temporary name beside *path*, as :func:`write_durably` uses:
     ``.NAME.tmpPID.HEX8`` (the pid and 32 random bits make it unique; the
     leading dot keeps it out of a reader's way)."""
-    return path.with_name(f".{path.name}.tmp{os.getpid()}.{secrets.token_hex(4)}")
+    return path.with_name(f".{path.name}.tmp{os.getpid()}.{os.urandom(4).hex()}")
 
 
 def is_temp_name(name: str) -> bool:
