@@ -270,3 +270,34 @@ def test_undo_library_without_manifest(tmp_path: Path) -> None:
     root = tmp_path / "empty"
     root.mkdir()
     assert "nothing to undo" in undo(root, None, "").grub
+
+
+@pytest.mark.root
+def test_one_read_only_directory_leaves_nothing_half_written(tmp_path: Path) -> None:
+    """/etc/modules-load.d read-only (a separate read-only mount), the rest
+    writable: the GRUB drop-in and the modprobe.d file are already staged
+    when the third file fails; every staged file, created directory and the
+    manifest are gone afterwards, and the existing files are untouched."""
+    _boot_ready()
+    require(shutil.which("unshare") is not None, "unshare (util-linux) is not installed")
+    root = scratch_root(tmp_path)
+    (root / "etc/modules-load.d").mkdir()
+    (root / "etc/modules-load.d/local.conf").write_text("loop\n")
+    before = snapshot(root)
+    ro = root / "etc/modules-load.d"
+    script = (f"mount --bind {ro} {ro} && mount -o remount,bind,ro {ro} && "
+              f"{sys.executable} -m memconsole setup --root {root} --iomem {MAP}; rc=$?; "
+              f"ls -a {root}/etc/default/grub.d {root}/etc/modprobe.d >&2; exit $rc")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    err = proc.stderr.splitlines()
+    assert err[0].startswith("memconsole setup: cannot install the configuration: "), err
+    assert "modules-load.d" in err[0] and "nothing was changed" in err[0], err
+    # The scratch grub.d directory setup created is gone again (ls fails on
+    # it), and modprobe.d holds only its own file: no staged leftovers.
+    assert "modules-load.d/memconsole.conf: Read-only file system" in err[0], err
+    listing = "\n".join(err[1:])
+    assert "local.conf" in listing and ".memconsole-new" not in listing, listing
+    assert snapshot(root) == before

@@ -194,11 +194,15 @@ def _stage(txn: _Txn) -> None:
             continue
         _mkdirs(txn, op.target.parent)
         op.staged = op.target.with_name(f".{op.target.name}{_STAGE_SUFFIX}")
-        op.staged.unlink(missing_ok=True)
-        write_durably(op.staged, op.new, mtime_ns=op.mtime_ns, mode=op.mode)
-        if op.uid is not None and op.gid is not None and os.geteuid() == 0:
-            os.chown(op.staged, op.uid, op.gid)
-        os.chmod(op.staged, op.mode)  # write_durably's mode passes through the umask
+        try:
+            op.staged.unlink(missing_ok=True)
+            write_durably(op.staged, op.new, mtime_ns=op.mtime_ns, mode=op.mode)
+            if op.uid is not None and op.gid is not None and os.geteuid() == 0:
+                os.chown(op.staged, op.uid, op.gid)
+            os.chmod(op.staged, op.mode)  # write_durably's mode passes through the umask
+        except OSError as exc:
+            # Name the file being installed, not its temporary twin.
+            raise OSError(exc.errno, exc.strerror, str(op.target)) from None
 
 
 def _commit(txn: _Txn) -> None:
@@ -228,6 +232,9 @@ def _rollback(txn: _Txn) -> list[str]:
             if op.before.exists and op.before.content is not None:
                 write_durably(op.target, op.before.content, mtime_ns=op.before.mtime_ns,
                               mode=op.before.mode or 0o644)
+                if (op.before.uid is not None and op.before.gid is not None
+                        and os.geteuid() == 0):
+                    os.chown(op.target, op.before.uid, op.before.gid)
                 os.chmod(op.target, op.before.mode or 0o644)
             else:
                 op.target.unlink(missing_ok=True)
