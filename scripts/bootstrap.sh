@@ -9,8 +9,11 @@ say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 # Debian kernels the lab boots: bookworm's 6.1 and the 6.12 backport, with
 # headers (to build the crash test module) and modules (ramoops, 9p).
+# grub-common/grub2-common: the setup test runs the real grub-mkconfig; ovmf:
+# verify and bench/survival.py --ovmf boot UEFI guests.
 PKGS=(qemu-system-x86 busybox-static cpio kmod make gcc binutils xz-utils python3-venv systemd
       systemd-journal-remote util-linux
+      grub-common grub2-common ovmf
       linux-image-amd64 linux-headers-amd64
       linux-image-6.12-amd64 linux-headers-6.12-amd64)
 
