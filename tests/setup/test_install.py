@@ -301,3 +301,23 @@ def test_one_read_only_directory_leaves_nothing_half_written(tmp_path: Path) -> 
     listing = "\n".join(err[1:])
     assert "local.conf" in listing and ".memconsole-new" not in listing, listing
     assert snapshot(root) == before
+
+
+def test_undo_keeps_the_time_of_a_directory_changed_since(tmp_path: Path) -> None:
+    """undo gives a directory its time from before setup only when it holds
+    the same entries again: one someone else added a file to keeps the time
+    of that change."""
+    _boot_ready()
+    root = scratch_root(tmp_path)
+    before = snapshot(root)
+    assert _setup(root) == 0
+    other = root / "etc/modprobe.d/other.conf"
+    other.write_text("options loop max_loop=8\n")
+    changed = (root / "etc/modprobe.d").stat().st_mtime_ns
+    assert main(["setup", "--root", str(root), "--undo"]) == 0
+    after = snapshot(root)
+    assert (root / "etc/modprobe.d").stat().st_mtime_ns != before["etc/modprobe.d"][2]
+    assert (root / "etc/modprobe.d").stat().st_mtime_ns >= changed
+    del after["etc/modprobe.d/other.conf"]
+    assert {k: v for k, v in after.items() if k != "etc/modprobe.d"} == {
+        k: v for k, v in before.items() if k != "etc/modprobe.d"}

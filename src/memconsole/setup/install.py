@@ -152,6 +152,37 @@ def _target(root: Path, path: str) -> Path:
     return target
 
 
+def _dir_times(root: Path, txn: _Txn) -> dict[str, dict[str, Any]]:
+    """The directories whose entries *txn* changes (a target's directory, or
+    the nearest existing ancestor of one it creates): their modification
+    time and entry names now, so that undo can give back the time once the
+    entries are the same again."""
+    root_real = root.resolve()
+    out: dict[str, dict[str, Any]] = {}
+    for op in txn.ops:
+        d = op.target.parent
+        while not d.exists() and d != d.parent:
+            d = d.parent
+        try:
+            rel = str(Path("/") / d.resolve().relative_to(root_real))
+            st = d.stat()
+            out[rel] = {"mtime_ns": st.st_mtime_ns, "names": sorted(os.listdir(d))}
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _restore_dir_times(root: Path, times: dict[str, Any]) -> None:
+    """Give each directory of *times* its recorded modification time back
+    when it holds exactly the entries it held then (a directory someone else
+    changed since keeps its time)."""
+    for rel, t in times.items():
+        d = root / rel.lstrip("/")
+        with contextlib.suppress(OSError, KeyError, TypeError):
+            if d.is_dir() and not d.is_symlink() and sorted(os.listdir(d)) == t["names"]:
+                os.utime(d, ns=(d.stat().st_atime_ns, int(t["mtime_ns"])))
+
+
 def read_manifest(root: Path) -> dict[str, Any] | None:
     """The manifest of the last setup below *root*, or None."""
     path = root / MANIFEST.lstrip("/")
@@ -374,16 +405,23 @@ def apply(root: Path, desired: list[Desired], record: dict[str, Any],
     if not txn.ops and old is not None:
         return Outcome(unchanged=tuple(unchanged), manifest=manifest_path,
                        grub="update-grub not needed: nothing changed")
+    times = _dir_times(root, txn)
     manifest = {"version": 1, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "plan": record, "files": entries,
-                "dirs": sorted({*(old or {}).get("dirs", [])})}
+                "dirs": sorted({*(old or {}).get("dirs", [])}),
+                # The first setup's record wins: undo goes back to before it.
+                "dir_times": {**times, **(old or {}).get("dir_times", {})}}
     # The manifest is renamed first: undo treats a file whose content is
     # still the original as already restored.
     mpath = _target(root, manifest_path)
     mbefore = _state(mpath)
     txn.ops.insert(0, _Op(manifest_path, mpath, b"", 0o600, mbefore))
-    _run_with_manifest(root, txn, manifest, "install the configuration")
-    grub = _grub(txn, update, update_how, grub_words, "setup rolled back")
+    try:
+        _run_with_manifest(root, txn, manifest, "install the configuration")
+        grub = _grub(txn, update, update_how, grub_words, "setup rolled back")
+    except SetupError:
+        _restore_dir_times(root, times)
+        raise
     return Outcome(changed=tuple(op.path for op in txn.ops[1:] if op.new is not None),
                    removed=tuple(op.path for op in txn.ops[1:] if op.new is None),
                    unchanged=tuple(unchanged), grub=grub, manifest=manifest_path)
@@ -455,6 +493,7 @@ def undo(root: Path, update: GrubUpdate | None, update_how: str) -> Outcome:
     for d in sorted(old.get("dirs", []), key=len, reverse=True):
         with contextlib.suppress(OSError):
             _target(root, d).rmdir()
+    _restore_dir_times(root, old.get("dir_times") or {})
     grub = _grub(txn, update, update_how, None, "undo rolled back")
     return Outcome(changed=tuple(op.path for op in txn.ops[:-1] if op.new is not None),
                    removed=tuple(op.path for op in txn.ops[:-1] if op.new is None),
