@@ -28,11 +28,14 @@ say "log: $LOG"
 # Debian kernels the lab boots: bookworm's 6.1 and the 6.12 backport, with
 # headers (to build the crash test module) and modules (ramoops, 9p).
 # systemd-journal-remote: the fleet test; chromium: the report page test;
-# groff-base: the man page test; dkms: the setup --kernel-console test.
+# groff-base: the man page test; dkms: the setup --kernel-console test;
+# grub-common/grub2-common: the setup test runs the real grub-mkconfig; ovmf:
+# verify and bench/survival.py --ovmf boot UEFI guests.
 # (promtool, in Debian's prometheus package, is used by the metrics test when
 # present; it is not installed here: the package starts a Prometheus server.)
 PKGS=(qemu-system-x86 busybox-static cpio kmod make gcc binutils xz-utils python3-venv systemd
       systemd-journal-remote util-linux chromium fonts-dejavu-core groff-base dkms
+      grub-common grub2-common ovmf
       linux-image-amd64 linux-headers-amd64
       linux-image-6.12-amd64 linux-headers-6.12-amd64)
 

@@ -87,7 +87,7 @@ def scratch_root(tmp: Path) -> Path:
 
 def snapshot(root: Path) -> dict[str, tuple[bytes | None, int, int]]:
     """Every path below *root* (symbolic links not followed): content (None
-    for directories), mode, mtime (ns; files only)."""
+    for directories), mode, mtime (ns; files and directories)."""
     out: dict[str, tuple[bytes | None, int, int]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
@@ -97,7 +97,7 @@ def snapshot(root: Path) -> dict[str, tuple[bytes | None, int, int]]:
             if p.is_symlink():
                 out[rel] = (os.readlink(p).encode(), st.st_mode, 0)
             elif p.is_dir():
-                out[rel] = (None, st.st_mode, 0)
+                out[rel] = (None, st.st_mode, st.st_mtime_ns)
             else:
                 out[rel] = (p.read_bytes(), st.st_mode, st.st_mtime_ns)
     return out

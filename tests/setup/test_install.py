@@ -270,3 +270,54 @@ def test_undo_library_without_manifest(tmp_path: Path) -> None:
     root = tmp_path / "empty"
     root.mkdir()
     assert "nothing to undo" in undo(root, None, "").grub
+
+
+@pytest.mark.root
+def test_one_read_only_directory_leaves_nothing_half_written(tmp_path: Path) -> None:
+    """/etc/modules-load.d read-only (a separate read-only mount), the rest
+    writable: the GRUB drop-in and the modprobe.d file are already staged
+    when the third file fails; every staged file, created directory and the
+    manifest are gone afterwards, and the existing files are untouched."""
+    _boot_ready()
+    require(shutil.which("unshare") is not None, "unshare (util-linux) is not installed")
+    root = scratch_root(tmp_path)
+    (root / "etc/modules-load.d").mkdir()
+    (root / "etc/modules-load.d/local.conf").write_text("loop\n")
+    before = snapshot(root)
+    ro = root / "etc/modules-load.d"
+    script = (f"mount --bind {ro} {ro} && mount -o remount,bind,ro {ro} && "
+              f"{sys.executable} -m memconsole setup --root {root} --iomem {MAP}; rc=$?; "
+              f"ls -a {root}/etc/default/grub.d {root}/etc/modprobe.d >&2; exit $rc")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    err = proc.stderr.splitlines()
+    assert err[0].startswith("memconsole setup: cannot install the configuration: "), err
+    assert "modules-load.d" in err[0] and "nothing was changed" in err[0], err
+    # The scratch grub.d directory setup created is gone again (ls fails on
+    # it), and modprobe.d holds only its own file: no staged leftovers.
+    assert "modules-load.d/memconsole.conf: Read-only file system" in err[0], err
+    listing = "\n".join(err[1:])
+    assert "local.conf" in listing and ".memconsole-new" not in listing, listing
+    assert snapshot(root) == before
+
+
+def test_undo_keeps_the_time_of_a_directory_changed_since(tmp_path: Path) -> None:
+    """undo gives a directory its time from before setup only when it holds
+    the same entries again: one someone else added a file to keeps the time
+    of that change."""
+    _boot_ready()
+    root = scratch_root(tmp_path)
+    before = snapshot(root)
+    assert _setup(root) == 0
+    other = root / "etc/modprobe.d/other.conf"
+    other.write_text("options loop max_loop=8\n")
+    changed = (root / "etc/modprobe.d").stat().st_mtime_ns
+    assert main(["setup", "--root", str(root), "--undo"]) == 0
+    after = snapshot(root)
+    assert (root / "etc/modprobe.d").stat().st_mtime_ns != before["etc/modprobe.d"][2]
+    assert (root / "etc/modprobe.d").stat().st_mtime_ns >= changed
+    del after["etc/modprobe.d/other.conf"]
+    assert {k: v for k, v in after.items() if k != "etc/modprobe.d"} == {
+        k: v for k, v in before.items() if k != "etc/modprobe.d"}

@@ -20,7 +20,7 @@ from pathlib import Path
 from memconsole.errors import LabError
 from memconsole.lab import Drill, Kernel, Lab, Ramoops
 
-__all__ = ["MARK", "Cycle", "read_cycle", "run_cycles"]
+__all__ = ["EACH_BOOT", "MARK", "Cycle", "read_cycle", "run_cycles"]
 
 #: The marker each crashing boot writes to the kernel log.
 MARK = "memconsole-survival: crash of boot"
@@ -50,6 +50,12 @@ survey() {
     sync
 }
 """.replace("@MARK@", MARK)
+
+#: A drill's ``each_boot``: every crashing boot from the second on surveys
+#: (and erases) the previous crash's records, then every crashing boot
+#: writes its marker (the boot after the last crash runs ``stage2``, not this).
+EACH_BOOT = (_SURVEY + '[ "$boot" -gt 1 ] && survey "$boot"\n'
+             f'echo "{MARK} $boot" > /dev/kmsg\n')
 
 _IOMEM_LINE = re.compile(r"^\s*([0-9a-f]+)-([0-9a-f]+) : (Kernel code|Kernel bss)$")
 
@@ -120,8 +126,7 @@ def run_cycles(lab: Lab, kernel: Kernel, ramoops: Ramoops, cycles: int, workdir:
     drill ended early ("" if not)."""
     if cycles < 1:
         raise LabError(f"cycles must be at least 1, not {cycles}")
-    each = (_SURVEY + '[ "$boot" -gt 1 ] && survey "$boot"\n'
-            f'echo "{MARK} $boot" > /dev/kmsg\n')
+    each = EACH_BOOT
     drill = Drill(kernel, action="panic", then=("panic",) * (cycles - 1), ramoops=ramoops,
                   each_boot=each, stage2=_SURVEY + 'survey "$boot"', memory_mb=memory_mb,
                   firmware=firmware, initrd_size=initrd_size,

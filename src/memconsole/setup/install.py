@@ -174,6 +174,37 @@ def _target(root: Path, path: str) -> Path:
     return target
 
 
+def _dir_times(root: Path, txn: _Txn) -> dict[str, dict[str, Any]]:
+    """The directories whose entries *txn* changes (a target's directory, or
+    the nearest existing ancestor of one it creates): their modification
+    time and entry names now, so that undo can give back the time once the
+    entries are the same again."""
+    root_real = root.resolve()
+    out: dict[str, dict[str, Any]] = {}
+    for op in txn.ops:
+        d = op.target.parent
+        while not d.exists() and d != d.parent:
+            d = d.parent
+        try:
+            rel = str(Path("/") / d.resolve().relative_to(root_real))
+            st = d.stat()
+            out[rel] = {"mtime_ns": st.st_mtime_ns, "names": sorted(os.listdir(d))}
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _restore_dir_times(root: Path, times: dict[str, Any]) -> None:
+    """Give each directory of *times* its recorded modification time back
+    when it holds exactly the entries it held then (a directory someone else
+    changed since keeps its time)."""
+    for rel, t in times.items():
+        d = root / rel.lstrip("/")
+        with contextlib.suppress(OSError, KeyError, TypeError):
+            if d.is_dir() and not d.is_symlink() and sorted(os.listdir(d)) == t["names"]:
+                os.utime(d, ns=(d.stat().st_atime_ns, int(t["mtime_ns"])))
+
+
 def read_manifest(root: Path) -> dict[str, Any] | None:
     """The manifest of the last setup below *root*, or None."""
     path = root / MANIFEST.lstrip("/")
@@ -216,11 +247,15 @@ def _stage(txn: _Txn) -> None:
             continue
         _mkdirs(txn, op.target.parent)
         op.staged = op.target.with_name(f".{op.target.name}{_STAGE_SUFFIX}")
-        op.staged.unlink(missing_ok=True)
-        write_durably(op.staged, op.new, mtime_ns=op.mtime_ns, mode=op.mode)
-        if op.uid is not None and op.gid is not None and os.geteuid() == 0:
-            os.chown(op.staged, op.uid, op.gid)
-        os.chmod(op.staged, op.mode)  # write_durably's mode passes through the umask
+        try:
+            op.staged.unlink(missing_ok=True)
+            write_durably(op.staged, op.new, mtime_ns=op.mtime_ns, mode=op.mode)
+            if op.uid is not None and op.gid is not None and os.geteuid() == 0:
+                os.chown(op.staged, op.uid, op.gid)
+            os.chmod(op.staged, op.mode)  # write_durably's mode passes through the umask
+        except OSError as exc:
+            # Name the file being installed, not its temporary twin.
+            raise OSError(exc.errno, exc.strerror, str(op.target)) from None
 
 
 def _commit(txn: _Txn) -> None:
@@ -250,6 +285,9 @@ def _rollback(txn: _Txn) -> list[str]:
             if op.before.exists and op.before.content is not None:
                 write_durably(op.target, op.before.content, mtime_ns=op.before.mtime_ns,
                               mode=op.before.mode or 0o644)
+                if (op.before.uid is not None and op.before.gid is not None
+                        and os.geteuid() == 0):
+                    os.chown(op.target, op.before.uid, op.before.gid)
                 os.chmod(op.target, op.before.mode or 0o644)
             else:
                 op.target.unlink(missing_ok=True)
@@ -391,15 +429,22 @@ def apply(root: Path, desired: list[Desired], record: dict[str, Any],
         return Outcome(unchanged=tuple(unchanged), manifest=manifest_path,
                        grub="update-grub not needed: nothing changed",
                        steps=tuple(step.run() for step in steps))
+    times = _dir_times(root, txn)
     manifest = {"version": 1, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "plan": record, "files": entries,
-                "dirs": sorted({*(old or {}).get("dirs", [])})}
+                "dirs": sorted({*(old or {}).get("dirs", [])}),
+                # The first setup's record wins: undo goes back to before it.
+                "dir_times": {**times, **(old or {}).get("dir_times", {})}}
     # The manifest is renamed first: undo treats a file whose content is
     # still the original as already restored.
     mpath = _target(root, manifest_path)
     mbefore = _state(mpath)
     txn.ops.insert(0, _Op(manifest_path, mpath, b"", 0o600, mbefore))
-    _run_with_manifest(root, txn, manifest, "install the configuration")
+    try:
+        _run_with_manifest(root, txn, manifest, "install the configuration")
+    except SetupError:
+        _restore_dir_times(root, times)
+        raise
     done: list[Step] = []
     notes: list[str] = []
     try:
@@ -409,6 +454,7 @@ def apply(root: Path, desired: list[Desired], record: dict[str, Any],
     except SetupError as exc:
         _revert(done)
         failed = _rollback(txn)
+        _restore_dir_times(root, times)
         tail = (f"could not restore {', '.join(failed)}" if failed
                 else "every file was put back as it was")
         raise SetupError(f"setup rolled back: {exc}; {tail}") from None
@@ -416,6 +462,7 @@ def apply(root: Path, desired: list[Desired], record: dict[str, Any],
         grub = _grub(txn, update, update_how, grub_words, "setup rolled back")
     except SetupError:
         _revert(done)
+        _restore_dir_times(root, times)
         raise
     return Outcome(changed=tuple(op.path for op in txn.ops[1:] if op.new is not None),
                    removed=tuple(op.path for op in txn.ops[1:] if op.new is None),
@@ -493,6 +540,7 @@ def undo(root: Path, update: GrubUpdate | None, update_how: str,
     for d in sorted(old.get("dirs", []), key=len, reverse=True):
         with contextlib.suppress(OSError):
             _target(root, d).rmdir()
+    _restore_dir_times(root, old.get("dir_times") or {})
     grub = _grub(txn, update, update_how, None, "undo rolled back")
     return Outcome(changed=tuple(op.path for op in txn.ops[:-1] if op.new is not None),
                    removed=tuple(op.path for op in txn.ops[:-1] if op.new is None),
