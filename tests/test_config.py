@@ -1,0 +1,176 @@
+"""The configuration reader (memconsole.config): defaults, the shipped
+template, and broken files (one warning each, defaults, never an exception)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from memconsole import config
+from memconsole.config import KEYS, Config, load, parse, template, write_template
+
+SETUP_BLOCK = """\
+# BEGIN memconsole setup
+ramoops = mem:0x7000000:1M
+ring = mem:0x7100000:0x100000
+canary = mem:0x7200000:4096
+method = memmap
+panic = 10
+# END memconsole setup
+"""
+
+
+def test_missing_file_is_the_defaults_silently(tmp_path: Path) -> None:
+    cfg = load(tmp_path / "nothing.conf")
+    assert cfg == Config()
+    assert cfg.warnings == ()
+    assert cfg.archive == Path("/var/lib/memconsole")
+    assert (cfg.ring, cfg.canary, cfg.ramoops, cfg.method, cfg.panic) == (
+        None, None, None, "none", 10)
+
+
+def test_defaults_agree_with_the_commands() -> None:
+    from memconsole.archive import DEFAULT_ARCHIVE_DIR
+
+    assert Config().archive == DEFAULT_ARCHIVE_DIR
+
+
+def test_template_lists_every_key_with_its_default_commented_out() -> None:
+    text = template()
+    commented = dict(re.findall(r"^#([a-z_]+) = (.*)$", text, re.M))
+    assert tuple(commented) == KEYS
+    # As shipped, nothing is set: the template is the defaults, no warning.
+    assert parse(text) == Config()
+    # Uncommented, every line is valid and gives the default again.
+    uncommented = re.sub(r"^#([a-z_]+ = )", r"\1", text, flags=re.M)
+    cfg = parse(uncommented)
+    assert cfg.warnings == ()
+    assert cfg == Config()
+    assert set(KEYS) == {f.name for f in fields(Config)} - {"source", "warnings"}
+
+
+def test_setup_block(tmp_path: Path) -> None:
+    path = tmp_path / "memconsole.conf"
+    path.write_text(template().replace(
+        "# BEGIN memconsole setup\n# END memconsole setup\n", SETUP_BLOCK))
+    cfg = load(path)
+    assert cfg.warnings == ()
+    assert cfg.source == path
+    assert cfg.ramoops == "mem:0x7000000:1M"
+    assert cfg.ring == "mem:0x7100000:0x100000"
+    assert cfg.canary == "mem:0x7200000:4096"
+    assert cfg.method == "memmap"
+    assert cfg.panic == 10
+
+
+def test_bad_values_warn_once_each_and_keep_the_defaults() -> None:
+    text = ("archive = relative/dir\n"
+            "ring = mem:0x7100001:1M\n"
+            "canary = mem:0x7200000:8192\n"
+            "ramoops = /dev/pmem0\n"
+            "method = grub\n"
+            "panic = soon\n"
+            "colour = yes\n"
+            "this line has no equals sign\n"
+            "  # an indented comment\n"
+            "\n")
+    cfg = parse(text, Path("/etc/memconsole.conf"))
+    assert len(cfg.warnings) == 8, cfg.warnings
+    for n, warning in enumerate(cfg.warnings, start=1):
+        assert warning.startswith(f"/etc/memconsole.conf:{n}: "), warning
+    assert "unknown key 'colour'" in cfg.warnings[6]
+    assert "not KEY = VALUE" in cfg.warnings[7]
+    assert "a canary is one page" in cfg.warnings[2]
+    assert cfg.warnings[5].endswith("using 10")
+    assert replace_meta(cfg) == Config()
+
+
+def replace_meta(cfg: Config) -> Config:
+    from dataclasses import replace
+
+    return replace(cfg, source=None, warnings=())
+
+
+def test_a_bad_value_keeps_an_earlier_good_one() -> None:
+    cfg = parse("ring = /var/lib/memconsole/ring\nring = mem:zz:1M\n")
+    assert cfg.ring == "/var/lib/memconsole/ring"
+    assert len(cfg.warnings) == 1 and "using /var/lib/memconsole/ring" in cfg.warnings[0]
+
+
+def test_a_key_given_twice_warns_and_the_last_counts() -> None:
+    cfg = parse("panic = 5\npanic = 20\n")
+    assert cfg.panic == 20
+    assert len(cfg.warnings) == 1 and "first on line 1" in cfg.warnings[0]
+
+
+def test_none_and_hash_in_values() -> None:
+    cfg = parse("ring = none\ncanary = NONE\narchive = /srv/crash#1\n")
+    assert cfg.warnings == ()
+    assert (cfg.ring, cfg.canary, cfg.archive) == (None, None, Path("/srv/crash#1"))
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "binary", "huge"])
+def test_unreadable_file_is_one_warning_and_the_defaults(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "memconsole.conf"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)  # opened without blocking, refused as not a regular file
+    elif kind == "binary":
+        path.write_bytes(b"ring = /tmp/\xff\xfe\n")
+    else:
+        path.write_text("# padding\n" * 10_000)
+    cfg = load(path)
+    assert len(cfg.warnings) == 1, cfg.warnings
+    assert cfg.warnings[0].startswith(f"{path}: cannot read the configuration")
+    assert replace_meta(cfg) == Config()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode-000 file")
+def test_permission_denied(tmp_path: Path) -> None:
+    path = tmp_path / "memconsole.conf"
+    path.write_text("panic = 3\n")
+    path.chmod(0)
+    cfg = load(path)
+    assert len(cfg.warnings) == 1 and "Permission denied" in cfg.warnings[0]
+    assert cfg.panic == 10
+
+
+def test_environment_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "other.conf"
+    path.write_text("panic = 3\n")
+    monkeypatch.setenv(config.CONFIG_ENV, str(path))
+    assert config.default_path() == path
+    assert load().panic == 3
+
+
+def test_write_template_only_when_missing(tmp_path: Path) -> None:
+    path = tmp_path / "etc" / "memconsole.conf"
+    path.parent.mkdir()
+    assert write_template(path) is True
+    assert path.read_text() == template()
+    assert path.stat().st_mode & 0o777 == 0o644
+    path.write_text("panic = 1\n")
+    assert write_template(path) is False
+    assert path.read_text() == "panic = 1\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["memconsole.conf"]
+    dangling = tmp_path / "etc" / "link.conf"
+    dangling.symlink_to(tmp_path / "elsewhere")
+    assert write_template(dangling) is False
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_import_is_cheap() -> None:
+    """Reading the configuration in early boot loads no other part of memconsole."""
+    code = ("import sys; import memconsole.config as c; c.load(); "
+            "print(sorted(m for m in sys.modules if m.startswith('memconsole')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "MEMCONSOLE_CONFIG": "/nonexistent"})
+    assert out.stdout.strip() == str(sorted(
+        ["memconsole", "memconsole._common", "memconsole.config", "memconsole.errors"]))
