@@ -11,6 +11,8 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from memconsole import config
 from memconsole.config import KEYS, Config, load, parse, template, write_template
@@ -174,3 +176,20 @@ def test_import_is_cheap() -> None:
                          check=True, env={**os.environ, "MEMCONSOLE_CONFIG": "/nonexistent"})
     assert out.stdout.strip() == str(sorted(
         ["memconsole", "memconsole._common", "memconsole.config", "memconsole.errors"]))
+
+
+
+_LINES = st.one_of(
+    st.text(max_size=60),
+    st.builds(lambda k, v: f"{k} = {v}", st.sampled_from([*KEYS, "other", ""]),
+              st.text(max_size=40)),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_LINES, max_size=20))
+def test_any_text_gives_a_config_and_never_raises(lines: list[str]) -> None:
+    cfg = parse("\n".join(lines))
+    assert isinstance(cfg, Config)
+    assert all(isinstance(w, str) and "\n" not in w for w in cfg.warnings)
+    assert cfg.method in config.METHODS
