@@ -16,7 +16,14 @@ run on the same file, each row --repeat times (best and median):
 3. the CLI with numpy hidden (standard-library ECC check) on a smaller region;
 4. the pure-Python ``reedsolo`` package checking the same 144-byte codewords
    (``RSCodec.check``), timed on a sample of blocks and reported as MB/s of
-   region data.
+   region data;
+5. detection side by side on --hostile-size bytes (4 MiB): a real 6.12
+   region (tests/fixtures/ramoops/k612-null-defaults) at the end of zeros,
+   then hostile memory: a zone header every 16 bytes (the "region full of
+   DBGC headers" that took 49 s), ``DBGC`` repeated, and an empty header
+   every 1024 bytes (read as 4096 zones); each as ``memconsole decode
+   IMAGE`` and ``--scan`` (interpreter start-up included) and as
+   ramoops.resolve_geometry() + decode() in this process.
 
 The load average before and after is printed with the table: the machine
 this runs on is shared, and the numbers move with it.
@@ -38,8 +45,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from memconsole import _rs, _rs_batch  # noqa: E402
-from memconsole.ramoops import Geometry, ZoneKind, ecc_layout, layout  # noqa: E402
+from memconsole.errors import MemconsoleError  # noqa: E402
+from memconsole.ramoops import (  # noqa: E402
+    Geometry,
+    ZoneKind,
+    _rs,
+    _rs_batch,
+    ecc_layout,
+    layout,
+)
 
 
 def _size(text: str) -> int:
@@ -97,10 +111,59 @@ def build(size: int, ecc: int, record_size: int) -> tuple[bytes, Geometry]:
     return bytes(out), geom
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+def timed(argv: list[str], env: dict[str, str] | None = None, check: bool = True) -> float:
     t = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
+    subprocess.run(argv, check=check, stdout=subprocess.DEVNULL,
+                   stderr=None if check else subprocess.DEVNULL, env=env)
     return time.perf_counter() - t
+
+
+def hostile_images(size: int) -> list[tuple[str, bytes]]:
+    """A real region at the end of zeros, then hostile memory of *size*."""
+    real = gzip.decompress((ROOT / "tests/fixtures/ramoops/k612-null-defaults/"
+                            "region.bin.gz").read_bytes())
+
+    def every(stride: int) -> bytes:
+        buf = bytearray(size)
+        hdr = (0x43474244).to_bytes(4, "little") + bytes(8)
+        for p in range(0, size - 12, stride):
+            buf[p:p + 12] = hdr
+        return bytes(buf)
+
+    return [("real 6.12 region after zeros", bytes(size - len(real)) + real),
+            ("zone header every 16 bytes", every(16)),
+            ("'DBGC' repeated", b"DBGC" * (size // 4)),
+            ("empty zone header every 1024 bytes", every(1024))]
+
+
+def bench_hostile(size: int, tmp: Path, env: dict[str, str], reps: range
+                  ) -> list[tuple[str, float, float, int]]:
+    from memconsole import ramoops
+
+    rows = [("python -m memconsole --version (start-up, the floor of the CLI rows)",
+             *_stats([timed([sys.executable, "-m", "memconsole", "--version"], env)
+                      for _ in reps]), size)]
+    for what, data in hostile_images(size):
+        image = tmp / "hostile.img"
+        image.write_bytes(data)
+        cmd = [sys.executable, "-m", "memconsole", "decode", str(image)]
+        rows.append((f"decode IMAGE: {what}",
+                     *_stats([timed(cmd, env, check=False) for _ in reps]), size))
+        rows.append((f"decode --scan IMAGE: {what}",
+                     *_stats([timed([*cmd, "--scan"], env, check=False) for _ in reps]), size))
+        times = []
+        for _ in reps:
+            t = time.perf_counter()
+            try:
+                res = ramoops.resolve_geometry(data)
+                view = memoryview(data)[res.offset:res.offset + res.geometry.mem_size]
+                ramoops.decode(view, res.geometry)
+            except MemconsoleError:
+                pass
+            times.append(time.perf_counter() - t)
+        rows.append((f"resolve_geometry() + decode() in process: {what}", *_stats(times),
+                     size))
+    return rows
 
 
 def _stats(times: list[float]) -> tuple[float, float]:
@@ -117,14 +180,24 @@ def main() -> int:
     ap.add_argument("--reedsolo-blocks", type=int, default=3000)
     ap.add_argument("--pure-python-size", type=_size, default=8 << 20)
     ap.add_argument("--repeat", type=int, default=3, help="runs per row (best and median)")
+    ap.add_argument("--hostile-size", type=_size, default=4 << 20,
+                    help="size of the detection images (real and hostile)")
+    ap.add_argument("--only-hostile", action="store_true",
+                    help="only the detection rows (real and hostile memory)")
     args = ap.parse_args()
     mib = args.size / 2**20
     load_before = os.getloadavg()
     print(f"building a {mib:.0f} MiB region, ecc {args.ecc}, record_size "
           f"{args.record_size} ...", file=sys.stderr)
-    region, geom = build(args.size, args.ecc, args.record_size)
     rows: list[tuple[str, float, float, int]] = []  # what, best s, median s, bytes
     reps = range(max(args.repeat, 1))
+    if args.only_hostile:
+        with tempfile.TemporaryDirectory() as tmp:
+            env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+            rows = bench_hostile(args.hostile_size, Path(tmp), env, reps)
+        _table(rows, f"{args.hostile_size >> 20} MiB images", load_before, reps)
+        return 0
+    region, geom = build(args.size, args.ecc, args.record_size)
     with tempfile.TemporaryDirectory() as tmp:
         image = Path(tmp) / "region.img"
         image.write_bytes(region)
@@ -165,8 +238,9 @@ def main() -> int:
         scmd = [sys.executable, "-m", "memconsole", "decode", str(simage), *sopts]
         rows.append((f"memconsole decode IMAGE, no numpy ({small >> 20} MiB region)",
                      *_stats([timed(scmd, env2) for _ in reps]), small))
+        hostile = bench_hostile(args.hostile_size, Path(tmp), env, reps)
     try:
-        import reedsolo
+        import reedsolo  # type: ignore[import-untyped]
     except ImportError:
         print("reedsolo not installed: pip install reedsolo", file=sys.stderr)
     else:
@@ -189,9 +263,24 @@ def main() -> int:
         secs = args.size / rate
         rows.append((f"reedsolo RSCodec.check ({len(words)} blocks, extrapolated)",
                      secs, secs, args.size))
+    _table(rows, f"{mib:.0f} MiB region, ecc {args.ecc} (every 128-byte block checked), "
+           f"record_size {args.record_size}", load_before, reps)
+    rs_rows = [r for r in rows if r[0].startswith("reedsolo")]
+    if rs_rows:
+        rs_rate = rs_rows[0][3] / rs_rows[0][1]
+        for what, best, median, size in rows[1:4]:
+            print(f"\n{what} vs reedsolo: {size / best / rs_rate:.0f}x best, "
+                  f"{size / median / rs_rate:.0f}x median", end="")
+        print()
+    _table(hostile, f"detection on {args.hostile_size >> 20} MiB images, real and hostile",
+           os.getloadavg(), reps)
+    return 0
+
+
+def _table(rows: list[tuple[str, float, float, int]], title: str,
+           load_before: tuple[float, float, float], reps: range) -> None:
     load_after = os.getloadavg()
-    print(f"\n{mib:.0f} MiB region, ecc {args.ecc} (every 128-byte block checked), "
-          f"record_size {args.record_size}, Python {sys.version.split()[0]}, "
+    print(f"\n{title}, Python {sys.version.split()[0]}, "
           f"numpy {'yes' if _rs_batch.have_numpy() else 'no'}, {os.cpu_count()} CPUs, "
           f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
           f"best and median of {len(reps)} runs\n")
@@ -200,14 +289,6 @@ def main() -> int:
     for what, best, median, size in rows:
         print(f"| {what} | {best:.2f} | {size / best / 1e6:.1f} | {median:.2f} | "
               f"{size / median / 1e6:.1f} |")
-    rs_rows = [r for r in rows if r[0].startswith("reedsolo")]
-    if rs_rows:
-        rs_rate = rs_rows[0][3] / rs_rows[0][1]
-        for what, best, median, size in rows[1:4]:
-            print(f"\n{what} vs reedsolo: {size / best / rs_rate:.0f}x best, "
-                  f"{size / median / rs_rate:.0f}x median", end="")
-        print()
-    return 0
 
 
 if __name__ == "__main__":

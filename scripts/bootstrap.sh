@@ -10,6 +10,7 @@ say() { printf 'bootstrap: %s\n' "$*" >&2; }
 # Debian kernels the lab boots: bookworm's 6.1 and the 6.12 backport, with
 # headers (to build the crash test module) and modules (ramoops, 9p).
 PKGS=(qemu-system-x86 busybox-static cpio kmod make gcc binutils xz-utils python3-venv systemd
+      systemd-journal-remote util-linux
       linux-image-amd64 linux-headers-amd64
       linux-image-6.12-amd64 linux-headers-6.12-amd64)
 

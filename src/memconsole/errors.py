@@ -13,6 +13,7 @@ __all__ = [
     "ParseError",
     "RegionError",
     "RingFormatError",
+    "SetupError",
 ]
 
 
@@ -70,6 +71,13 @@ class RegionError(MemconsoleError):
     """A ring's memory region cannot be used: a bad ``--ring`` spec, a
     physical range that is not reserved, a device that is busy or not pmem,
     a missing permission.  Nothing was written when this is raised."""
+
+
+class SetupError(MemconsoleError):
+    """``memconsole setup`` cannot plan or install a configuration: no RAM
+    range satisfies the rules, the kernel lacks what the plan needs, a file
+    cannot be written.  When this is raised during installation, every file
+    is as it was before (the error says so, or names what is not)."""
 
 
 class LabError(MemconsoleError):

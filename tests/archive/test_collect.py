@@ -90,7 +90,8 @@ def test_show_opens_with_a_sentence(tmp_path: Path, capsys: pytest.CaptureFixtur
                      "--archive", str(tmp_path / "none"))
     assert rc == 0
     first = out.splitlines()[0]
-    assert " ended in a kernel panic: NULL pointer dereference in crashy_null [crashy]" in first
+    assert (" ended in a kernel panic: BUG: unable to handle kernel NULL pointer dereference in "
+            "crashy_null [crashy]") in first
     assert "task insmod" in first
     body = out.split("\n\n", 1)[1]
     # In order, without the <N> level prefixes, the report before the panic line.
@@ -251,7 +252,8 @@ def test_last_boot_sentence(tmp_path: Path) -> None:
     (boot,) = group_boots(records)
     (event,) = group_events(boot.id, boot.records)
     assert event.report is not None
-    expected = ("ended in a kernel panic: NULL pointer dereference in crashy_null [crashy], "
+    expected = ("ended in a kernel panic: BUG: unable to handle kernel NULL pointer dereference "
+                "in crashy_null [crashy], "
                 f"task insmod (pid {event.report.pid}), kernel tainted OE.")
     assert event.sentence(event.time_ns + 5 * 10**9) == "Last boot " + expected
     assert event.sentence(event.time_ns + LAST_BOOT_WINDOW_NS + 1) == f"Boot {boot.id} {expected}"

@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,8 @@ def test_pstore_directory_one_report_per_crash(capsys: pytest.CaptureFixture[str
     assert code == 0 and len(objs) == 1
     o = objs[0]
     assert o["kind"] == "null-pointer" and o["panic_reason"] == "Fatal exception"
-    assert o["sentence"] == ("kernel panic: NULL pointer dereference in crashy_null [crashy], "
-                             "task insmod (pid 164), kernel tainted OE")
+    assert o["sentence"] == ("kernel panic: BUG: unable to handle kernel NULL pointer dereference "
+                             "in crashy_null [crashy], task insmod (pid 164), kernel tainted OE")
     assert o["rip"] == {"function": "crashy_null", "offset": 0x15, "size": 0x30, "module": "crashy"}
     assert o["tainted"] == "OE" and o["taint_flags"] == ["OOT_MODULE", "UNSIGNED_MODULE"]
     assert o["kernel_offset"] == "0x11a00000" and o["fault_address"] == "0x0"
@@ -85,7 +86,7 @@ def test_text_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["oops", str(LAB / "6.12" / "list" / "pstore")]) == 0
     out = capsys.readouterr().out
     first = out.splitlines()[0]
-    assert first.endswith(": kernel panic: list_del corruption in crashy_list [crashy], "
+    assert first.endswith(": kernel panic: BUG: corrupted list in crashy_list [crashy], "
                           "task insmod (pid 162), kernel tainted OE")
     assert "    signature " in out and "call trace:" in out
 
@@ -112,10 +113,89 @@ def test_progress_only_on_a_tty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(_output, "PROGRESS_MIN", 0)
     tty = _TTY()
     monkeypatch.setattr(sys, "stderr", tty)
-    monkeypatch.setattr(_output.time, "monotonic", iter(range(100, 10**6)).__next__)
+    monkeypatch.setattr(time, "monotonic", iter(range(100, 10**6)).__next__)
     assert main(["oops", "--json", str(log)]) == 0
     assert "\rmemconsole oops: " in tty.getvalue() and "MiB (" in tty.getvalue()
     capsys.readouterr()
-    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    plain = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", plain)
     assert main(["oops", "--json", str(log)]) == 0
-    assert "MiB" not in sys.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "MiB" not in plain.getvalue()
+
+
+def _corrupt(data: bytes, at: float) -> bytes:
+    """*data* gzip-compressed with the deflate stream overwritten from *at*
+    (a fraction of the file) on: the inflater stops there."""
+    gz = bytearray(gzip.compress(data, 6))
+    cut = int(len(gz) * at)
+    gz[cut:cut + 64] = b"\xff" * 64
+    return bytes(gz)
+
+
+def test_corrupt_gzip_one_line_then_the_other_paths(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    text = b"".join(p.read_bytes() for p in sorted(REPORTS.glob("*.txt")))
+    good = tmp_path / "good.log"
+    good.write_bytes(text)
+    code, whole = _json(capsys, str(good))
+    assert code == 0 and len(whole) >= 40
+    damaged = []
+    for n, (at, kind) in enumerate(((0.6, "corrupt"), (0.3, "corrupt"))):
+        path = tmp_path / f"kern.log.{n}.gz"
+        path.write_bytes(_corrupt(text, at))
+        damaged.append((path, kind))
+    truncated = tmp_path / "kern.log.9.gz"
+    truncated.write_bytes(gzip.compress(text)[:-5000])
+    trailing = tmp_path / "kern.log.8.gz"
+    trailing.write_bytes(gzip.compress(text) + b"garbage after the member")
+    paths = [str(damaged[0][0]), str(good), str(damaged[1][0]), str(truncated), str(trailing)]
+    code = main(["oops", "--json", *paths])
+    out, err = capsys.readouterr()
+    objs = [json.loads(line) for line in out.splitlines()]
+    assert code == 3, err
+    # One line per damaged path, each naming it; the good log is read whole.
+    lines = err.splitlines()
+    assert len(lines) == 4, err
+    for line, name in zip(lines, [paths[0], paths[2], paths[3], paths[4]], strict=True):
+        assert line.startswith(f"memconsole oops: {name}: ")
+    assert "truncated gzip data near byte" in lines[2]
+    for line in lines[:2]:
+        assert ("corrupt gzip data near byte" in line
+                or "gzip data fails its integrity check (CRC check failed" in line), line
+    by_file: dict[str, list[object]] = {}
+    for o in objs:
+        by_file.setdefault(o["source"]["file"], []).append(o["signature"])
+    sigs = [o["signature"] for o in whole]
+    assert by_file[str(good)] == sigs
+    # What was inflated before the damage was scanned: the reports of the
+    # undamaged part are out, in order (the last one may hold what the
+    # inflater made of the damage before it noticed).
+    for name in paths[0], paths[2], paths[3]:
+        part = by_file.get(name, [])
+        assert 5 < len(part) < len(sigs) and part[:-1] == sigs[:len(part) - 1], name
+    assert by_file[paths[4]] == sigs  # the member itself was whole
+
+
+def test_corrupt_gzip_in_a_directory_of_logs(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    text = (LAB / "6.12" / "null" / "pstore" / "dmesg-ramoops-1").read_bytes()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log.gz").write_bytes(_corrupt(text * 20, 0.5))
+    (logs / "b.log").write_bytes(text)
+    code = main(["oops", "--json", str(logs)])
+    out, err = capsys.readouterr()
+    objs = [json.loads(line) for line in out.splitlines()]
+    assert code == 3 and err.count("\n") == 1 and f"{logs / 'a.log.gz'}: corrupt gzip" in err
+    source = objs[-1]["source"]
+    assert isinstance(source, dict) and source["file"] == str(logs / "b.log")
+
+
+def test_cannot_read_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"x\n")
+    for path, reason in ((tmp_path / "missing", "No such file or directory"),
+                         (afile / "below", "Not a directory")):
+        assert main(["oops", str(path)]) == 1
+        err = capsys.readouterr().err
+        assert err == f"memconsole oops: {path}: cannot read: {reason}\n"

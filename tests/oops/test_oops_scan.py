@@ -64,8 +64,8 @@ def test_report_found_with_many_unrelated_lines_around() -> None:
     text = filler + report + filler + report.replace(b"crashy_null", b"crashy_nul2")
     full = _full(text)
     assert [r.headline for r in full if r.kind is oops.Kind.NULL_POINTER] == [
-        "NULL pointer dereference in crashy_null [crashy]",
-        "NULL pointer dereference in crashy_nul2 [crashy]"]
+        "BUG: unable to handle kernel NULL pointer dereference in crashy_null [crashy]",
+        "BUG: unable to handle kernel NULL pointer dereference in crashy_nul2 [crashy]"]
     assert _stream(text, 1 << 16) == full
     assert full[0].line == 20000 + report[:full[0].start - len(filler)].count(b"\n") + 1
 

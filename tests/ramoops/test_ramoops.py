@@ -239,6 +239,26 @@ def test_rs_decode_reports_uncorrectable() -> None:
     assert res.corrected == -1 and res.data == bytes(word[:128])
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from([1, 2, 3, 8, 16, 17, 32, 64, 100, 127]),
+       st.integers(1, 128), st.integers(0, 2**32 - 1), st.integers(0, 3))
+def test_row_wise_decoder_equals_the_decode_rs_transcription(
+        nroots: int, length: int, seed: int, kind: int) -> None:
+    # decode() computes decode_rs.c's values row by row; decode_reference()
+    # follows it line by line.  Same verdict, count and bytes, whether the
+    # block is clean, correctable, just beyond or all garbage.
+    codec = _rs.codec(nroots)
+    rnd = random.Random(seed)
+    data = bytes(rnd.randrange(256) for _ in range(length))
+    word = bytearray(data + codec.encode(data))
+    nerr = [rnd.randrange(nroots // 2 + 1), nroots // 2 + 1 + rnd.randrange(3),
+            len(word), rnd.randrange(len(word) + 1)][kind]
+    for pos in rnd.sample(range(len(word)), min(nerr, len(word))):
+        word[pos] ^= rnd.randrange(1, 256)
+    d, p = bytes(word[:length]), bytes(word[length:])
+    assert codec.decode(d, p) == codec.decode_reference(d, p)
+
+
 @pytest.mark.parametrize("nroots", [1, 16, 20, 64])
 def test_batch_check_kernels_agree(monkeypatch: pytest.MonkeyPatch, nroots: int) -> None:
     # numpy, bytes.translate and the per-block loop must find exactly the
@@ -395,3 +415,16 @@ def test_header_fast_path_equals_vsscanf(sec: int, usec: int, kind: int, tail: b
         assert got == (slow[2], slow[1][0] * 10**9 + slow[1][1] * 1000, slow[1][2] == ord("C"))
     else:
         assert got.length == dm.vsscanf(text[:96], dm.HDR_PLAIN)[2] or not got.length
+
+
+def test_one_inflate_path() -> None:
+    # Raw inflate lives in pstore/compress.py (with its caps); everything
+    # else calls it.
+    from pathlib import Path
+
+    import memconsole
+
+    root = Path(memconsole.__file__).parent
+    users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
+                   if "decompressobj" in p.read_text() or "zlib.decompress(" in p.read_text())
+    assert users == ["pstore/compress.py"]

@@ -15,10 +15,12 @@ import gzip
 import json
 import random
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from memconsole import cli
+from memconsole.errors import ConfigError
 from memconsole.ramoops import (
     Geometry,
     ZoneKind,
@@ -28,7 +30,9 @@ from memconsole.ramoops import (
     decode,
     detect,
     layout,
+    resolve_geometry,
 )
+from memconsole.render import text as render_text
 
 HERE = Path(__file__).parent.parent / "fixtures" / "ramoops"
 NAMES = sorted(p.name for p in HERE.iterdir() if (p / "region.bin.gz").exists())
@@ -229,17 +233,23 @@ def test_start_beyond_size_and_size_beyond_capacity(tmp_path: Path) -> None:
 
 
 def test_truncated_image(tmp_path: Path) -> None:
-    region, _, _ = load("k612-null-defaults")
+    region, _, meta = load("k612-null-defaults")
+    # The library decodes what is there and names the zones the image cuts off...
+    out = decode(region[:0x6000], geometry_from_meta(meta))
+    assert ("zone 1 (dmesg-1) at 0x4040: needs 16448 bytes, the image has 8128 from "
+            "there (truncated image?)") in out.problems
+    # ...while the command refuses a --mem-size the image does not have.
     rc, err = _cli(tmp_path, region[:0x6000], "--mem-size", "1M", "--record-size", "16K")
-    assert rc == 3
-    assert "zone 1 (dmesg-1) at 0x4040: needs 16448 bytes, the image has 8128" in err
+    assert rc == 1
+    assert err == ("memconsole decode: mem_size 0x100000 from offset 0x0 reaches past the "
+                   "end of the image (0x6000 bytes)\n")
     rc, err = _cli(tmp_path, region[:0x6000])
     assert "Traceback" not in err
 
 
 def test_wrong_geometry_is_one_line(tmp_path: Path) -> None:
     region, _, _ = load("k612-null-defaults")
-    rc, err = _cli(tmp_path, region, "--offset", "0x10", "--mem-size", "1M")
+    rc, err = _cli(tmp_path, region, "--offset", "0x10", "--mem-size", "0xF0000")
     assert rc == 1
     lines = err.strip().splitlines()
     assert lines[-1].startswith("memconsole decode: zone 0 (dmesg-0) at 0x0: signature ")
@@ -264,3 +274,84 @@ def test_scan_recovers_records_when_every_header_is_gone(tmp_path: Path) -> None
     assert rc == 0
     got = {p.name: p.read_bytes() for p in out.iterdir()}
     assert got == {f"{k}.recovered": v for k, v in files.items()}
+
+
+# -- the geometry from options, detection or both (resolve_geometry) ------------
+
+
+def _ramoops(meta: dict[str, object]) -> dict[str, int]:
+    """The ramoops module parameters a fixture's drill passed."""
+    return cast(dict[str, int], meta["ramoops"])
+
+
+def _params(meta: dict[str, object]) -> list[str]:
+    p = _ramoops(meta)
+    opts = ["--mem-size", "1M", "--record-size", str(p.get("record_size", 4096))]
+    for key in ("console_size", "ftrace_size", "pmsg_size"):
+        if key in p:
+            opts += [f"--{key.replace('_', '-')}", str(p[key])]
+    return opts
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_module_parameters_on_the_command_line(name: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # The parameters the drill passed; zone order, ftrace CPUs and ECC are
+    # read from the zones, as the kernel's own values were not given.
+    region, files, meta = load(name)
+    image = tmp_path / "r.bin"
+    image.write_bytes(region)
+    out = tmp_path / "out"
+    assert cli.main(["decode", str(image), *_params(meta), "--out", str(out)]) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+    err = capsys.readouterr().err
+    if _ramoops(meta).get("ecc"):
+        assert "ECC of" in err and "detected from the header parity" in err
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_resolve_geometry_options_detection_and_overrides(name: str) -> None:
+    region, _, meta = load(name)
+    want = geometry_from_meta(meta)
+    p = _ramoops(meta)
+    explicit = resolve_geometry(region, mem_size=0x100000,
+                                record_size=p.get("record_size", 4096),
+                                console_size=p.get("console_size"),
+                                ftrace_size=p.get("ftrace_size"),
+                                pmsg_size=p.get("pmsg_size"))
+    assert explicit.offset == 0
+    assert layout(explicit.geometry) == layout(want)
+    assert explicit.geometry.ecc_size == want.ecc_size
+    detected = resolve_geometry(region)
+    assert detected.notes[0].startswith("region at 0x0: ")
+    assert [z for z in layout(detected.geometry) if z.kind is ZoneKind.DMESG] == \
+        [z for z in layout(want) if z.kind is ZoneKind.DMESG]
+    # What the user gives overrides what detection found, and is checked.
+    other = ZoneOrder.V6_1 if want.order is ZoneOrder.V6_2 else ZoneOrder.V6_2
+    assert resolve_geometry(region, order=other).geometry.order is other
+    with pytest.raises(ConfigError, match=r"outside 0\.\.127"):
+        resolve_geometry(region, ecc=128)
+    with pytest.raises(ConfigError, match="past the end of the image"):
+        resolve_geometry(region, mem_size=len(region) + 1)
+
+
+def test_json_text_follows_the_one_policy(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # A damaged deflate stream stays compressed (.enc.z, as the kernel keeps
+    # it): binary payload, shown as \xNN in JSON like every memconsole JSON;
+    # the exact bytes are the --out file.
+    region, _, meta = load("k612-null-defaults")
+    g = geometry_from_meta(meta)
+    rec = decode(region, g).records[0]
+    z = layout(g)[rec.zone]
+    buf = bytearray(region)
+    for i in range(64):
+        buf[z.offset + 12 + 200 + i] ^= 0xFF
+    image = tmp_path / "r.bin"
+    image.write_bytes(bytes(buf))
+    out = tmp_path / "out"
+    assert cli.main(["decode", str(image), "--json", "--out", str(out)]) == 0
+    objs = {o["name"]: o for o in map(json.loads, capsys.readouterr().out.splitlines())}
+    broken = objs[rec.name + ".enc.z"]
+    assert "base64" not in broken and "\\x" in broken["text"]
+    assert broken["text"] == render_text((out / (rec.name + ".enc.z")).read_bytes())

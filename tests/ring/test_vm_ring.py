@@ -81,10 +81,42 @@ EACH_BOOT = rf"""
     fi
 """
 
+FIRMWARE_RANGE = "mem:0x1ffe0000:64K"   # SeaBIOS's e820 "Reserved": the ACPI tables
+# Cached: the kernel maps this range write-back (SeaBIOS keeps the ACPI
+# tables there), and PAT refuses an uncached (O_SYNC) mapping of it (EAGAIN).
+_FIRMWARE_SHA = (
+    "import hashlib, mmap, os; fd = os.open('/dev/mem', os.O_RDONLY); "
+    "m = mmap.mmap(fd, 65536, mmap.MAP_SHARED, mmap.PROT_READ, offset=0x1ffe0000); "
+    "print(hashlib.sha256(m[:]).hexdigest())")
+
 # Two at a time (the guest has two CPUs; each command is mostly Python start-up).
+# First what must be refused without touching anything: a record whose
+# source is missing (the mem: ring is read afterwards), a watchdog (opening
+# /dev/watchdog starts softdog), a block device that is not pmem (brd's
+# /dev/ram0), and a firmware-reserved range that no memmap= set aside.
 STAGE2 = rf"""
     ls -A /sys/fs/pstore > "$OUT/pstore.$boot.ls" 2>&1
     modprobe -a nd_e820 nd_pmem
+    modprobe softdog soft_margin=600
+    modprobe brd rd_nr=1 rd_size=4096
+    {PY} -c "{_FIRMWARE_SHA}" > "$OUT/fw-before.sha"
+    (mc record --ring {MEM} --source /nonexistent > "$OUT/bad-source.err" 2>&1
+     echo $? > "$OUT/bad-source.rc") &
+    mc record --ring /dev/watchdog > "$OUT/wdog-record.err" 2>&1
+    echo $? > "$OUT/wdog-record.rc"
+    wait
+    (mc show --ring /dev/watchdog > /dev/null 2> "$OUT/wdog-show.err"
+     echo $? > "$OUT/wdog-show.rc") &
+    mc record --ring /dev/ram0 > "$OUT/ram0.err" 2>&1
+    echo $? > "$OUT/ram0.rc"
+    wait
+    cat /sys/class/watchdog/watchdog0/state > "$OUT/wdog.state"
+    (mc record --ring {FIRMWARE_RANGE} > "$OUT/fw-record.err" 2>&1
+     echo $? > "$OUT/fw-record.rc") &
+    mc show --ring {FIRMWARE_RANGE} > /dev/null 2> "$OUT/fw-show.err"
+    echo $? > "$OUT/fw-show.rc"
+    wait
+    {PY} -c "{_FIRMWARE_SHA}" > "$OUT/fw-after.sha"
     (mc show --ring {MEM} --boot all > "$OUT/show-mem.txt" 2> "$OUT/show-mem.err"
      echo $? > "$OUT/show-mem.rc") &
     mc show --ring {PMEM} --boot all --json > "$OUT/show-pmem.jsonl" 2> "$OUT/show-pmem.err"
@@ -128,7 +160,7 @@ def test_ring_survives_reset_lockup_and_panic(lab, tmp_path, release: str) -> No
 
     drill = Drill(kernel_for(release), action="reset", then=("lockup", "sysrq"),
                   each_boot=EACH_BOOT, stage2=STAGE2, smp=2, extra_cmdline=CMDLINE,
-                  monitor_reset_on=LOCKUP_SEEN, timeout=900)
+                  monitor_reset_on=LOCKUP_SEEN, timeout=1800)
     result = lab.run(drill, tmp_path / "drill")
     out = result.output
     assert result.boots == 4
@@ -138,6 +170,23 @@ def test_ring_survives_reset_lockup_and_panic(lab, tmp_path, release: str) -> No
     # No panic, no dump: pstore is empty after the reset and after the lockup.
     assert out("pstore.2.ls").strip() == "" and out("pstore.3.ls").strip() == ""
     assert "dmesg-ramoops-0" in out("pstore.4.ls")
+
+    # Refused, each with one line, and nothing touched: the watchdog never
+    # started, the firmware range is unchanged, the mem: ring is read below.
+    for name, why in (("bad-source", "cannot open source /nonexistent: No such file"),
+                      ("wdog-record", "/dev/watchdog: a character device (10:130), not a "
+                       "regular file or a pmem block device"),
+                      ("wdog-show", "/dev/watchdog: a character device (10:130)"),
+                      ("ram0", "/dev/ram0: a block device (1:0, ram0), but not a pmem device"),
+                      ("fw-record", "no memmap=0x10000$0x1ffe0000 (or wider) on the kernel "
+                       "command line reserves it; the firmware's map shows 'Reserved' "
+                       "(0x1ffe0000-0x1fffffff): writing it could corrupt memory"),
+                      ("fw-show", "device memory can change when read: not reading it")):
+        assert out(f"{name}.rc").strip() == "1", (name, out(f"{name}.err"))
+        err = out(f"{name}.err").splitlines()
+        assert len(err) == 1 and why in err[0], (name, err)
+    assert out("wdog.state").strip() == "inactive", out("wdog.state")
+    assert out("fw-before.sha").strip() and out("fw-before.sha") == out("fw-after.sha")
 
     # Both rings give back the console of all three boots, each boot up to its end.
     assert out("show-mem.rc").strip() == "0", out("show-mem.err")
@@ -190,7 +239,7 @@ def test_ring_survives_reset_lockup_and_panic(lab, tmp_path, release: str) -> No
         assert e["ring"]["boot"] == pmem_ids[n - 1]
     assert 'with "memconsole-lab: last words of boot 1"' in events[0]["headline"]
     # The lockup boot's headline names the report its console ended with.
-    assert "last kernel report: soft lockup on CPU#" in events[1]["headline"], events[1]
+    assert "last kernel report: BUG: soft lockup" in events[1]["headline"], events[1]
     panic = events[2]
     assert panic["panic_reason"] == "sysrq triggered crash"
     assert panic["sources"] == ["pstore", "ring"], panic

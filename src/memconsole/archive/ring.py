@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from memconsole._common import write_durably
 from memconsole.archive import Archive, ArchiveProblem, read_index, reason, sha256
 from memconsole.errors import ArchiveError
+from memconsole.render import json_line, text
 from memconsole.ring import Gap, RecordType, RingBoot, RingImage, RingRecord, parse_ring
 from memconsole.ring.format import DATA_OFFSET, FLAG_TRUNCATED, parse_header
 from memconsole.ring.regions import open_region
@@ -89,7 +90,10 @@ def _gap_line(gap: Gap) -> bytes:
 
 def render_entries(entries: Iterable[RingRecord | Gap]) -> bytes:
     """The console as ``dmesg`` prints it: ``[  uptime] text`` per record,
-    recorder notes as ``-- note --``, gaps as ``[... N records ... ]``."""
+    recorder notes as ``-- note --``, gaps as ``[... N records ... ]``.
+
+    The kernel's bytes are kept as they are (this text is archived and
+    parsed); a terminal gets it through :func:`memconsole.render.escape`."""
     out: list[bytes] = []
     for e in entries:
         if isinstance(e, Gap):
@@ -108,7 +112,8 @@ def render_entries(entries: Iterable[RingRecord | Gap]) -> bytes:
 
 
 def entry_json(e: RingRecord | Gap, boot: str) -> dict[str, object]:
-    """The JSON Lines object of a record or a gap (docs/cli.md)."""
+    """The JSON Lines object of a record or a gap (docs/cli.md); kernel bytes
+    that are not UTF-8 are ``\\xNN`` (:func:`memconsole.render.text`)."""
     if isinstance(e, Gap):
         return {"gap": e.count, "boot": boot, "reason": e.reason, "after_seq": e.after_seq,
                 "first_source_seq": e.first_source_seq}
@@ -117,18 +122,18 @@ def entry_json(e: RingRecord | Gap, boot: str) -> dict[str, object]:
         "uptime": None if e.mono_ns is None else round(e.mono_ns / 1e9, 6),
         "type": e.type_name, "level": e.level, "facility": e.facility,
         "source_seq": e.source_seq,
-        "text": e.text.decode("utf-8", "backslashreplace")}
+        "text": text(e.text)}
     if e.flags & FLAG_TRUNCATED:
         obj["truncated"] = True
     if e.dictionary:
-        obj["dict"] = e.dictionary.decode("utf-8", "backslashreplace")
+        obj["dict"] = text(e.dictionary)
     return obj
 
 
 def jsonl(boot: RingBoot) -> Iterator[str]:
-    """The boot's records and gaps as JSON Lines."""
+    """The boot's records and gaps as JSON Lines (:func:`memconsole.render.json_line`)."""
     for e in boot.entries:
-        yield json.dumps(entry_json(e, boot.id), ensure_ascii=False) + "\n"
+        yield json_line(entry_json(e, boot.id))
 
 
 def boot_end_line(boot: RingBoot, current: bool) -> str:

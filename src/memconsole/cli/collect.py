@@ -6,6 +6,7 @@ Argument parsing and output only; the work is memconsole.archive.collect.
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from memconsole._common import size_arg
@@ -71,6 +72,11 @@ def register(sub: Any) -> None:
     add_ring_arg(p, "also archive the ended boots this ring holds that did not shut down "
                  "cleanly, or that left pstore records (each once), into the archive boot "
                  "directory of the same boot")
+    p.add_argument(
+        "--journal", choices=("auto", "yes", "no"), default="auto",
+        help="write each crash event of the archive to the systemd journal once, as one "
+        "structured entry (docs/fleet.md); auto (the default): when run as a systemd "
+        "service and the journal listens")
     p.set_defaults(func=run)
 
 
@@ -136,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BUSY
     for line in _diagnostics(report):
         warn("collect", text(line))
+    if args.journal == "yes" or (args.journal == "auto" and os.environ.get("INVOCATION_ID")):
+        # The report parser is imported only when events may go to the journal.
+        from memconsole.ops.journal import after_collect
+        after_collect(args, lambda message: warn("collect", message))
     if args.json:
         write_jsonl(_json(e) for e in report.entries)
     if not report.entries:

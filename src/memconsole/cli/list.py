@@ -6,10 +6,11 @@ import argparse
 import sys
 from typing import Any
 
+from memconsole.cli._output import warn
 from memconsole.cli._sources import add_archive_arg, add_pstore_arg, add_ring_arg, all_events
 from memconsole.cli.exitcodes import EXIT_OK
 from memconsole.history import CrashEvent, current_boot_start_ns
-from memconsole.render import write_jsonl
+from memconsole.render import escape, write_jsonl, write_text
 
 __all__ = ["register", "run"]
 
@@ -82,24 +83,28 @@ def run(args: argparse.Namespace) -> int:
             write_jsonl(objects)
         return EXIT_OK
     if not events:
-        print("memconsole list: no crash events", file=sys.stderr)
+        warn("list", "no crash events")
         return EXIT_OK
-    out = sys.stdout
+    # Boot ids, headlines and the sentence pass through escape() as one line each.
     boots = len({e.boot for e in events})
-    out.write(events[-1].sentence(current_boot_start_ns()) + "\n")
-    out.write(f"{len(events)} crash event{'s' * (len(events) != 1)} in {boots} "
-              f"boot{'s' * (boots != 1)}, {len(groups)} distinct "
-              f"bug{'s' * (len(groups) != 1)}:\n")
+    lines = [escape(events[-1].sentence(current_boot_start_ns())),
+             f"{len(events)} crash event{'s' * (len(events) != 1)} in {boots} "
+             f"boot{'s' * (boots != 1)}, {len(groups)} distinct "
+             f"bug{'s' * (len(groups) != 1)}:"]
     if args.by_signature:
         for key, members in groups.items():
             g = _group_json(key, members)
-            sig = str(g["signature"] or "-")[:16]
-            out.write(f"{len(members):>5}x  {sig:<16}  {str(g['last'])[:19].replace('T', ' ')}"
-                      f"  {g['kind']:<18} {g['headline']}\n")
-        return EXIT_OK
-    totals = {k: len(m) for k, m in groups.items()}
-    for e in events:
-        when = str(e.to_json()["time"])[:19].replace("T", " ")
-        repeat = f"  (seen {totals[_key(e)]}x)" if totals[_key(e)] > 1 else ""
-        out.write(f"{when}  {e.boot}  {e.kind:<18} {e.headline}{repeat}\n")
+            sig = escape(str(g["signature"] or "-"))[:16]
+            lines.append(f"{len(members):>5}x  {sig:<16}  "
+                         f"{str(g['last'])[:19].replace('T', ' ')}  "
+                         f"{escape(str(g['kind'])):<18} {escape(str(g['headline']))}")
+    else:
+        totals = {k: len(m) for k, m in groups.items()}
+        for e in events:
+            when = str(e.to_json()["time"])[:19].replace("T", " ")
+            repeat = f"  (seen {totals[_key(e)]}x)" if totals[_key(e)] > 1 else ""
+            lines.append(f"{when}  {escape(e.boot)}  {escape(e.kind):<18} "
+                         f"{escape(e.headline)}{repeat}")
+    write_text("".join(line + "\n" for line in lines), layout=True)
+    sys.stdout.flush()
     return EXIT_OK

@@ -37,6 +37,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "memconsole.cli.oops",
     "memconsole.cli.decode",
     "memconsole.cli.demo",
+    "memconsole.cli.setup",
+    "memconsole.cli.verify",
     "memconsole.cli.doctor",
     "memconsole.cli.canary",
 )

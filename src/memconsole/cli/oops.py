@@ -17,9 +17,10 @@ import gzip
 import os
 import stat
 import sys
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from memconsole import oops
 from memconsole.cli._output import Progress, warn
@@ -27,7 +28,7 @@ from memconsole.cli.exitcodes import EXIT_DATA_MISSING, EXIT_ERROR, EXIT_OK, EXI
 from memconsole.oops import Report, symbolize
 from memconsole.oops import _scan as _logscan
 from memconsole.pstore import PstoreRecord, decode_record, parse_name, read_pstore_dir
-from memconsole.render import write_jsonl
+from memconsole.render import escape, write_jsonl, write_text
 
 __all__ = ["register", "run"]
 
@@ -56,6 +57,15 @@ def _warn(message: str) -> None:
     warn("oops", message)
 
 
+class _Damaged(Exception):
+    """A compressed log whose data broke off: what came before was scanned."""
+
+
+def _reason(exc: OSError) -> str:
+    """Why an OSError happened, for a user: the strerror, never just a path."""
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
 def _scan_file(path: Path) -> Iterator[Report]:
     with path.open("rb") as raw:
         st = os.fstat(raw.fileno())
@@ -70,12 +80,34 @@ def _scan_file(path: Path) -> Iterator[Report]:
             return
         stream: BinaryIO = raw
         if magic == b"\x1f\x8b":
-            stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+            stream = _Read1(gzip.GzipFile(fileobj=raw, mode="rb"))  # type: ignore[assignment]
         progress = Progress("oops", str(path), st.st_size)
         try:
             yield from _logscan.scan_stream(stream, lambda _n: progress(raw.tell()))
+        except (zlib.error, EOFError, gzip.BadGzipFile) as exc:
+            # A corrupt or truncated member: what was inflated before it has
+            # been scanned and its reports are out.
+            if str(exc).startswith(("CRC check failed", "Incorrect length")):
+                # Found only at the member's end: the damage was inflated.
+                raise _Damaged(f"gzip data fails its integrity check ({exc}); the "
+                               "reports found in it may hold damaged text") from exc
+            what = "truncated" if isinstance(exc, EOFError) else "corrupt"
+            raise _Damaged(f"{what} gzip data near byte {raw.tell()} of {st.st_size} "
+                           f"({exc}); reports before it are listed") from exc
         finally:
             progress.close()
+
+
+class _Read1:
+    """A gzip file read one inflate step at a time, so that the data before a
+    corrupt spot reaches the scanner before the error does (``read(n)`` keeps
+    inflating until it has *n* bytes and loses them all on an error)."""
+
+    def __init__(self, gz: gzip.GzipFile) -> None:
+        self.gz = gz
+
+    def read(self, size: int) -> bytes:
+        return self.gz.read1(size)
 
 
 def _dumps(records: list[PstoreRecord]) -> list[list[PstoreRecord]]:
@@ -145,11 +177,15 @@ def _is_record_dir(path: Path) -> bool:
         return False
 
 
-def _collect(path_arg: str) -> tuple[Iterator[tuple[Report, str]], list[str]]:
-    """Reports found under one PATH argument (lazily for logs), and read problems."""
+_Found = Iterable[tuple[Report, str]]
+
+
+def _collect(path_arg: str) -> tuple[list[tuple[str, _Found]], list[str]]:
+    """What to scan under one PATH argument: (name, reports found, lazily for
+    logs) per file or record directory, and the problems of records read."""
     if path_arg == "-":
         stream = sys.stdin.buffer
-        return ((r, "-") for r in _logscan.scan_stream(stream)), []
+        return [("-", ((r, "-") for r in _logscan.scan_stream(stream)))], []
     path = Path(path_arg)
     if path.is_dir():
         dirs: list[Path] = []
@@ -164,23 +200,28 @@ def _collect(path_arg: str) -> tuple[Iterator[tuple[Report, str]], list[str]]:
                 found, bad = _scan_records(d)
                 out += found
                 problems += bad
-            return iter(out), problems
+            return [(path_arg, out)], problems
         files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        return ((r, str(f)) for f in files for r in _scan_file(f)), []
+        return [(str(f), _file_reports(f)) for f in files], []
     name = parse_name(path.name)
     if name is not None and name.type in _LOG_TYPES:
         st = path.stat()
         rec = decode_record(path.name, path.read_bytes(), st.st_mtime_ns, str(path))
         found = [_locate(r, [rec]) for r in oops.parse_reports(rec.body)]
-        return iter(found), [f"{path}: {rec.problem}"] if rec.problem else []
-    if not path.exists():
-        raise FileNotFoundError(path)
-    return ((r, str(path)) for r in _scan_file(path)), []
+        return [(path_arg, found)], [f"{path}: {rec.problem}"] if rec.problem else []
+    path.stat()  # the reason it cannot be read, now (the scan is lazy)
+    return [(path_arg, _file_reports(path))], []
 
 
-def _text(report: Report, where: str, out: IO[str]) -> None:
-    out.write(f"{where}:{report.line}: {oops.describe(report)}\n")
-    out.write(f"    signature {report.signature}  ({report.signature_basis})\n")
+def _file_reports(path: Path) -> Iterator[tuple[Report, str]]:
+    return ((r, str(path)) for r in _scan_file(path))
+
+
+def _text(report: Report, where: str) -> str:
+    """The paragraph of *report*: every name and kernel string in it passes
+    through :func:`escape` as one line."""
+    lines = [f"{escape(where)}:{report.line}: {escape(oops.describe(report))}",
+             f"    signature {report.signature}  ({escape(report.signature_basis)})"]
     facts = []
     if report.kernel_release:
         facts.append(f"kernel {report.kernel_release}")
@@ -191,25 +232,25 @@ def _text(report: Report, where: str, out: IO[str]) -> None:
     if report.time is not None:
         facts.append(f"{report.time:.6f} s after boot")
     if facts:
-        out.write(f"    {'; '.join(facts)}\n")
+        lines.append(f"    {escape('; '.join(facts))}")
     if report.taint_flags:
-        out.write(f"    tainted: {', '.join(report.taint_flags)}\n")
+        lines.append(f"    tainted: {escape(', '.join(report.taint_flags))}")
     if report.fault_address is not None or report.fault_info or report.access:
         details = [report.access or "", *report.fault_info]
         if report.fault_address is not None and not report.access:
             details.insert(0, f"address 0x{report.fault_address:x}")
-        out.write(f"    fault: {'; '.join(d for d in details if d)}\n")
+        lines.append(f"    fault: {escape('; '.join(d for d in details if d))}")
     for label, frame in (("at", report.rip), ("lr", report.lr)):
         if frame is not None:
-            out.write(f"    {label} {_frame_text(frame)}\n")
+            lines += _frame_lines(frame, f"    {label} ")
     if report.call_trace:
-        out.write("    call trace:\n")
+        lines.append("    call trace:")
         for f in report.call_trace:
-            out.write(f"      {_frame_text(f)}\n")
-    out.write("\n")
+            lines += _frame_lines(f, "      ")
+    return "".join(line + "\n" for line in lines) + "\n"
 
 
-def _frame_text(f: oops.Frame) -> str:
+def _frame_lines(f: oops.Frame, indent: str) -> list[str]:
     s = f.function
     if f.offset is not None:
         s += f"+0x{f.offset:x}" + (f"/0x{f.size:x}" if f.size is not None else "")
@@ -219,51 +260,59 @@ def _frame_text(f: oops.Frame) -> str:
         s = "? " + s
     if f.context not in ("", "TASK"):
         s += f" <{f.context}>"
-    for src in f.source:
-        s += f"\n          {src.label()}"
-    return s
+    return [indent + escape(s)] + [f"          {escape(src.label())}" for src in f.source]
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; see :func:`register`."""
-    failed = 0
     count = 0
+    failed = partial = 0  # PATHs that could not be read at all, or in part
     tables: dict[str | None, symbolize.Symbols] = {}
     noted: set[str] = set()
-    out = sys.stdout
     try:
         for path_arg in args.paths:
             try:
-                found, problems = _collect(path_arg)
-                for problem in problems:
-                    _warn(f"{problem}, skipping")
-                for report, where in found:
-                    if args.symbols:
-                        rel = report.kernel_release
-                        if rel not in tables:
-                            tables[rel] = symbolize.find_symbols(args.symbols, rel)
-                        report, notes = symbolize.symbolize(report, tables[rel])
-                        for note in notes:
-                            if note not in noted:
-                                noted.add(note)
-                                _warn(note)
-                    count += 1
-                    if args.json:
-                        write_jsonl([oops.to_json(report, where)])
-                    else:
-                        _text(report, where, out)
+                units, problems = _collect(path_arg)
             except OSError as exc:
                 failed += 1
-                _warn(f"{path_arg}: cannot read: {exc.strerror or exc}")
-            except EOFError as exc:  # a truncated .gz: what came before was scanned
-                failed += 1
-                _warn(f"{path_arg}: {exc}")
+                _warn(f"{escape(path_arg)}: cannot read: {escape(_reason(exc))}")
+                continue
+            for problem in problems:
+                _warn(f"{escape(problem)}, skipping")
+            bad = 0
+            for name, found in units:
+                try:
+                    for report, where in found:
+                        if args.symbols:
+                            rel = report.kernel_release
+                            if rel not in tables:
+                                tables[rel] = symbolize.find_symbols(args.symbols, rel)
+                            report, notes = symbolize.symbolize(report, tables[rel])
+                            for note in notes:
+                                if note not in noted:
+                                    noted.add(note)
+                                    _warn(escape(note))
+                        count += 1
+                        if args.json:
+                            write_jsonl([oops.to_json(report, where)])
+                        else:
+                            write_text(_text(report, where), layout=True)
+                except OSError as exc:
+                    bad += 1
+                    _warn(f"{escape(name)}: cannot read: {escape(_reason(exc))}")
+                except _Damaged as exc:
+                    bad += 1
+                    _warn(f"{escape(name)}: {escape(str(exc))}")
+            if bad:
+                partial += 1
     finally:
         for table in tables.values():
             table.close()
-    out.flush()
-    if failed:
-        return EXIT_ERROR if failed == len(args.paths) and not count else EXIT_PARTIAL
+    sys.stdout.flush()
+    if failed == len(args.paths) and not count:
+        return EXIT_ERROR
+    if failed or partial:
+        return EXIT_PARTIAL
     if not count:
         _warn("no crash report found")
         return EXIT_DATA_MISSING

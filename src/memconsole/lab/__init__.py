@@ -45,6 +45,7 @@ import memconsole
 import memconsole.lab._initramfs as _initramfs_module
 from memconsole.errors import LabError
 from memconsole.lab._initramfs import build_initramfs, default_busybox
+from memconsole.lab._systemd import SystemdDrill, run_systemd_drill
 
 __all__ = [
     "CRASH_ACTIONS",
@@ -54,6 +55,7 @@ __all__ = [
     "Kernel",
     "Lab",
     "Ramoops",
+    "SystemdDrill",
     "find_kernels",
     "pick_kernel",
 ]
@@ -129,6 +131,18 @@ class Ramoops:
         console_size, ftrace_size, pmsg_size: sizes of those zones.
         ecc: ECC bytes per block (``1`` means the kernel default of 16).
         max_reason: highest kmsg_dump reason to record (2 = oops).
+        mem_name: a ``reserve_mem=SIZE:ALIGN:NAME`` label (Linux 6.11+):
+            ramoops takes address and size from that reservation
+            (``mem_name=NAME``), and the lab adds no ``memmap=``; the drill
+            supplies ``reserve_mem=`` in ``extra_cmdline``.
+        reserve: add ``memmap=mem_size$mem_address``; False when the drill's
+            ``extra_cmdline`` reserves the range itself (e.g. one entry that
+            holds ramoops and more after it).
+        modprobe_conf: the text of a modprobe.d file; the guest then loads
+            ramoops with a bare ``modprobe ramoops`` that reads only this
+            file (``options``, ``install`` lines) as
+            ``/etc/modprobe.d/memconsole.conf``, so the file itself is tested.
+            The other fields then only describe the region (memfile capture).
     """
 
     mem_address: int = 0x7000000
@@ -139,10 +153,19 @@ class Ramoops:
     pmsg_size: int | None = None
     ecc: int | None = None
     max_reason: int | None = None
+    mem_name: str | None = None
+    reserve: bool = True
+    modprobe_conf: str | None = None
 
     def module_args(self) -> list[str]:
         """``modprobe ramoops`` arguments."""
-        args = [f"mem_address={self.mem_address:#x}", f"mem_size={self.mem_size:#x}"]
+        if self.mem_name is not None:
+            # fs/pstore/ram.c ramoops_register_dummy(): a found reserve_mem
+            # region overrides mem_address/mem_size; giving none here means
+            # a missing region leaves ramoops unregistered, not misplaced.
+            args = [f"mem_name={self.mem_name}"]
+        else:
+            args = [f"mem_address={self.mem_address:#x}", f"mem_size={self.mem_size:#x}"]
         for name in ("record_size", "console_size", "ftrace_size", "pmsg_size"):
             value = getattr(self, name)
             if value is not None:
@@ -153,8 +176,11 @@ class Ramoops:
             args.append(f"max_reason={self.max_reason}")
         return args
 
-    def memmap(self) -> str:
-        """The ``memmap=`` boot option that keeps the kernel off the region."""
+    def memmap(self) -> str | None:
+        """The ``memmap=`` boot option that keeps the kernel off the region
+        (None when the region comes from ``reserve_mem=``)."""
+        if self.mem_name is not None or not self.reserve:
+            return None
         return f"memmap={self.mem_size:#x}${self.mem_address:#x}"
 
 
@@ -224,7 +250,8 @@ class Drill:
         then: crash actions for further boots: the guest crashes once per
             boot, ``action`` first, and runs ``stage2`` on the boot after the
             last crash (so records of several crashed boots meet in pstore).
-        ramoops: module parameters and reserved range.
+        ramoops: module parameters and reserved range; ``None`` loads no
+            ramoops and reserves nothing (a boot that only looks around).
         stage1: shell run on the first boot before the trigger.
         stage2: shell run on the second boot; ``$OUT`` is the output
             directory shared with the host and ``mc`` runs memconsole.
@@ -244,12 +271,28 @@ class Drill:
         each_boot: shell run on every crashing boot before ``stage1`` (on
             the first) and the trigger; ``$boot`` is the boot's number, so
             per-boot setup (a recorder to start again) goes here.
+        firmware: a firmware image for QEMU's ``-bios`` (e.g. OVMF's
+            ``/usr/share/ovmf/OVMF.fd`` for a UEFI boot through the
+            kernel's EFI stub); ``None`` is QEMU's default SeaBIOS.
+        initrd_size: pad the lab initramfs with zeros to this many bytes
+            (the kernel skips zeros between cpio archives), so the boot
+            loader places an initrd as large as a distribution's.
+        boot_image: boot this CD image (``-cdrom``) instead of QEMU's
+            ``-kernel``: a real boot loader on it (e.g. GRUB from
+            ``grub-mkrescue``) loads the kernel, an initramfs built by
+            :meth:`Lab.initramfs` and the command line from its own
+            configuration; the drill's command-line options are not used.
+        sparse_ram: map guest RAM without reserving it on the host
+            (``memory-backend-ram,reserve=off``, MAP_NORESERVE), so a guest
+            as large as a real machine (RAM at the address a plan chose, say
+            at 25 GiB) boots on a host with less free memory: the guest
+            touches only what it uses.  Ignored with ``memfile``.
     """
 
     kernel: Kernel
     action: str | None = "null"
     then: tuple[str, ...] = ()
-    ramoops: Ramoops = field(default_factory=Ramoops)
+    ramoops: Ramoops | None = field(default_factory=Ramoops)
     stage1: str = ""
     stage2: str = ""
     memfile: bool = False
@@ -260,6 +303,10 @@ class Drill:
     between_boots: Callable[[Path, int], None] | None = None
     timeout: float = 300.0
     each_boot: str = ""
+    firmware: Path | None = None
+    initrd_size: int | None = None
+    boot_image: Path | None = None
+    sparse_ram: bool = False
 
     @property
     def crashes(self) -> tuple[str | None, ...]:
@@ -390,7 +437,20 @@ class Lab:
 
     def _stage_script(self, drill: Drill, crashy: Path | None) -> str:
         pkg_root = str(Path(memconsole.__file__).resolve().parent.parent)
-        modargs = " ".join(drill.ramoops.module_args())
+        # The guest reads the host's root, /etc/modprobe.d included: hide the
+        # host's module configuration (a host set up by memconsole has ramoops
+        # options and an install guard there) behind the drill's own.
+        modconf = ("[ -d /etc/modprobe.d ] && mount -t tmpfs modprobe.d /etc/modprobe.d")
+        if drill.ramoops is None:
+            load = 'echo "memconsole-lab: no ramoops"'
+        elif drill.ramoops.modprobe_conf is not None:
+            modconf += " && cp /run/lab/modprobe.conf /etc/modprobe.d/memconsole.conf"
+            load = ('if ! modprobe ramoops; then '
+                    'echo "memconsole-lab: modprobe ramoops failed"; fi')
+        else:
+            modargs = " ".join(drill.ramoops.module_args())
+            load = (f'if ! modprobe ramoops {modargs}; then '
+                    f'echo "memconsole-lab: modprobe ramoops failed"; fi')
         # A writable /var/lib (memconsole's default archive, systemd-pstore's
         # directory), unless the project itself lives there.
         varlib = "mount -t tmpfs varlib /var/lib"
@@ -423,7 +483,8 @@ CRASHY={shlex.quote(str(crashy)) if crashy else ""}
 mkdir -p "$OUT"
 mc() {{ {shlex.quote(sys.executable)} -m memconsole "$@"; }}
 echo 1 > /proc/sys/kernel/sysrq
-if ! modprobe ramoops {modargs}; then echo "memconsole-lab: modprobe ramoops failed"; fi
+{modconf}
+{load}
 mountpoint -q /sys/fs/pstore || mount -t pstore pstore /sys/fs/pstore
 boot=$(( $(cat /run/lab/boot.count 2>/dev/null || echo 0) + 1 ))
 echo $boot > /run/lab/boot.count
@@ -456,13 +517,17 @@ sync
             raise LabError("qemu-system-x86_64 not found: install qemu-system-x86 "
                            "(run scripts/bootstrap.sh)")
         action_cmdline = [opt for a in drill.crashes if a for opt in CRASH_ACTIONS[a].cmdline]
-        cmdline = " ".join(dict.fromkeys((*_BASE_CMDLINE, drill.ramoops.memmap(),
+        memmap = drill.ramoops.memmap() if drill.ramoops is not None else None
+        cmdline = " ".join(dict.fromkeys((*_BASE_CMDLINE, *([memmap] if memmap else []),
                                           *action_cmdline, *drill.extra_cmdline)))
+        if drill.boot_image is not None:
+            boot = ["-cdrom", str(drill.boot_image), "-boot", "d"]
+        else:
+            boot = ["-kernel", str(drill.kernel.vmlinuz), "-initrd", str(initrd),
+                    "-append", cmdline]
         argv = [
             qemu, "-accel", "tcg", "-cpu", "max", "-m", f"{drill.memory_mb}M",
-            "-smp", str(drill.smp),
-            "-kernel", str(drill.kernel.vmlinuz), "-initrd", str(initrd),
-            "-append", cmdline,
+            "-smp", str(drill.smp), *boot,
             "-display", "none", "-serial", "stdio", "-nic", "none",
             "-monitor", f"unix:{workdir / 'monitor.sock'},server=on,wait=off",
             # multidevs=remap: the host root spans several filesystems; without
@@ -472,10 +537,15 @@ sync
             "multidevs=remap",
             "-virtfs", f"local,path={workdir},mount_tag=lab,security_model=none",
         ]
+        if drill.firmware is not None:
+            argv += ["-bios", str(drill.firmware)]
         if drill.memfile:
             argv += ["-object", f"memory-backend-file,id=ram0,size={drill.memory_mb}M,"
                      f"mem-path={workdir / 'guest.ram'},share=on",
                      "-machine", "pc,memory-backend=ram0"]
+        elif drill.sparse_ram:
+            argv += ["-object", f"memory-backend-ram,id=ram0,size={drill.memory_mb}M,"
+                     "reserve=off", "-machine", "pc,memory-backend=ram0"]
         if no_reboot:
             argv.append("-no-reboot")
         return argv
@@ -531,6 +601,8 @@ sync
             if action is not None and action not in CRASH_ACTIONS:
                 raise LabError(f"unknown crash action {action!r} "
                                f"(known: {', '.join(CRASH_ACTIONS)})")
+        if drill.memfile and drill.ramoops is None:
+            raise LabError("memfile drills capture the ramoops region: give ramoops")
         initrd = self.initramfs(drill.kernel)
         needs_module = any(a not in (None, "sysrq") for a in drill.crashes)
         crashy = self.crashy(drill.kernel) if needs_module or "$CRASHY" in drill.stage1 else None
@@ -539,6 +611,10 @@ sync
             shutil.rmtree(workdir)
         (workdir / "out").mkdir(parents=True)
         (workdir / "stage.sh").write_text(self._stage_script(drill, crashy))
+        if drill.ramoops is not None and drill.ramoops.modprobe_conf is not None:
+            (workdir / "modprobe.conf").write_text(drill.ramoops.modprobe_conf)
+        if drill.initrd_size is not None:
+            initrd = self._padded_initrd(initrd, drill.initrd_size, workdir)
         serial_log = workdir / "serial.log"
         deadline = time.monotonic() + drill.timeout
         label = f"{drill.kernel.release} {'+'.join(a or 'custom' for a in drill.crashes)}"
@@ -556,7 +632,7 @@ sync
                 if n == 0:
                     break
             region = self._read_region(drill, workdir)
-            if drill.between_boots is not None:
+            if drill.between_boots is not None and drill.ramoops is not None:
                 drill.between_boots(workdir / "guest.ram", drill.ramoops.mem_address)
             if rc == 0 and self._boot_count(workdir) == len(drill.crashes):
                 self.progress(f"{label}: region captured; booting the same memory again")
@@ -584,6 +660,22 @@ sync
         self.progress(f"{label}: done ({boots} boots)")
         return result
 
+    def run_systemd(self, drill: SystemdDrill, workdir: Path) -> DrillResult:
+        """Run a drill whose guest boots systemd as PID 1 (see
+        :mod:`memconsole.lab._systemd`)."""
+        return run_systemd_drill(self, drill, workdir)
+
+    @staticmethod
+    def _padded_initrd(initrd: Path, size: int, workdir: Path) -> Path:
+        have = initrd.stat().st_size
+        if size < have:
+            raise LabError(f"initrd_size {size} is smaller than the lab initramfs ({have})")
+        padded = workdir / "initrd-padded.cpio"
+        with initrd.open("rb") as src, padded.open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+            dst.truncate(size)  # a sparse run of zeros
+        return padded
+
     @staticmethod
     def _boot_count(workdir: Path) -> int:
         try:
@@ -594,6 +686,7 @@ sync
     @staticmethod
     def _read_region(drill: Drill, workdir: Path) -> bytes:
         # Guest physical address == file offset below the PCI hole (3 GiB on pc).
+        assert drill.ramoops is not None  # run() refuses memfile without ramoops
         end = drill.ramoops.mem_address + drill.ramoops.mem_size
         if end > min(drill.memory_mb << 20, 3 << 30):
             raise LabError(f"ramoops region {drill.ramoops.mem_address:#x}+"

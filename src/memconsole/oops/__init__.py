@@ -3,27 +3,29 @@
 The input is kernel log text as ``bytes``: a pstore ``dmesg-*`` record, a
 console record, ``dmesg`` output, ``/var/log/kern.log``, ``journalctl -k``,
 a serial console capture.  :func:`parse_reports` returns every report in it
-(oopses, BUGs, WARNINGs, lockups, hung tasks, RCU stalls, sanitizer reports,
-OOM, panics) as immutable :class:`Report` records; :func:`primary_report`
-picks the one that explains how the log ended, and :func:`describe` turns it
-into one sentence.  Each report carries a :attr:`Report.signature`
-(:mod:`memconsole.signature`).  Logs too big for memory, and gzip-compressed
-ones, are read by :func:`memconsole._logscan.scan_stream`.
+(oopses, BUGs, WARNINGs, lockdep, lockups, hung tasks, RCU stalls, sanitizer
+reports, memory leaks, OOM, panics) as immutable :class:`Report` records;
+:func:`primary_report` picks the one that explains how the log ended, and
+:func:`describe` turns it into one sentence.  Each report has a
+:attr:`Report.title` and :attr:`Report.culprit` named the way syzkaller names
+kernel crashes (docs/oops.md), and a :attr:`Report.signature`
+(:mod:`memconsole.oops.signature`) built from the same culprit.  Logs too big
+for memory, and gzip-compressed ones, are read by
+:func:`memconsole.oops._scan.scan_stream`.
 
-The parser works line by line in one pass (:mod:`memconsole._oops_builder`),
-and only on the lines around report start markers (:mod:`memconsole._logscan`);
-every per-line step is bounded (:mod:`memconsole._oops_patterns`), so any
+The parser works line by line in one pass (:mod:`memconsole.oops._builder`),
+and only on the lines around report start lines (:mod:`memconsole.oops._scan`);
+every per-line step is bounded (:mod:`memconsole.oops._patterns`), so any
 input, including arbitrary bytes, is parsed in time linear in its size and
-never raises.
+never raises.  Where each piece is:
 
-Kernel sources mirrored (per message, in ``_oops_patterns`` and
-``_oops_fields``): lib/bug.c report_bug(), kernel/panic.c __warn() and
-panic(), arch/x86/mm/fault.c show_fault_oops(), arch/x86/kernel/dumpstack.c
-__die_header() and show_trace_log_lvl(), arch/arm64/mm/fault.c
-die_kernel_fault(), kernel/watchdog.c, kernel/hung_task.c,
-kernel/rcu/tree_stall.h, mm/kasan/report.c, lib/ubsan.c, mm/oom_kill.c,
-lib/list_debug.c, kernel/sched/core.c, lib/dump_stack.c and
-kernel/printk/printk.c.
+* ``_families``: the report families (start line, title, culprit sources), each
+  citing the kernel function that prints its start line;
+* ``_machinery``: the one table of functions that are never the culprit;
+* ``_culprit``: the culprit rules and the title's replacements;
+* ``_patterns`` and ``_fields``: the line grammar (prefixes, frames, header and
+  register lines), per message the kernel function that prints it;
+* ``_draft`` (one report being assembled) and ``_builder`` (the line parser).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import dataclasses
 
 from memconsole.oops import _patterns as _p
 from memconsole.oops import _scan as _logscan
-from memconsole.oops._builder import printable
+from memconsole.oops._draft import printable
 from memconsole.oops._model import Frame, Kind, Report, SourceLine
 
 __all__ = [
@@ -88,12 +90,14 @@ def primary_report(text: bytes) -> Report | None:
 
 
 def describe(report: Report) -> str:
-    """Say what happened in one sentence, e.g. ``kernel panic: NULL pointer
-    dereference in crashy_null [crashy], task insmod (pid 86), kernel tainted OE``."""
+    """Say what happened in one sentence, e.g. ``kernel panic: BUG: unable to handle
+    kernel NULL pointer dereference in crashy_null [crashy], task insmod (pid 86),
+    kernel tainted OE``: the headline (the title with the culprit's module), then
+    the task (the blocked one of a hung task) and the taint."""
     text = report.headline
     if report.panic_reason is not None and not text.startswith("kernel panic"):
         text = f"kernel panic: {text}"
-    if report.comm is not None and not (report.kind is Kind.HUNG_TASK and report.blocked_task):
+    if report.comm is not None:
         text += f", task {printable(report.comm)}"
         if report.pid is not None:
             text += f" (pid {report.pid})"
@@ -130,6 +134,11 @@ def to_json(report: Report, source_file: str | None = None) -> dict[str, object]
     """
     return {
         "kind": report.kind.value,
+        "family": report.family,
+        "title": report.title,
+        "culprit": _frame_json(report.culprit),
+        "corrupted": report.corrupted,
+        "corrupted_reason": report.corrupted_reason,
         "headline": report.headline,
         "sentence": describe(report),
         "time": report.time,
@@ -160,6 +169,7 @@ def to_json(report: Report, source_file: str | None = None) -> dict[str, object]
         "blocked_task": report.blocked_task,
         "duration": report.duration,
         "oops_count": report.oops_count,
+        "caller": report.caller,
         "signature": report.signature,
         "signature_basis": report.signature_basis,
         "source": {"file": source_file, "line": report.line or None, "offset": report.start},

@@ -1,365 +1,108 @@
-"""Report assembly for :mod:`memconsole.oops`: a line-by-line state machine.
+"""Report assembly for :mod:`memconsole.oops`: the line parser.
 
 :class:`LineParser` is fed one log line at a time (``feed``) and keeps the
-reports it finished.  It is resumable: :mod:`memconsole._logscan` feeds it
-only the lines around report start markers of a multi-GB log, with their
-true line numbers and byte offsets, and gets the same reports as feeding
-every line (see :meth:`LineParser.busy` for why that is exact).
+reports it finished.  Each line goes through named steps, in order; the first
+that takes it wins:
+
+1. :meth:`LineParser._panic_line`: ``Kernel panic - not syncing:`` (kernel/panic.c
+   panic()) joins the open report it is the consequence of, or is a report;
+2. :meth:`LineParser._start_line`: a report family's start line
+   (:data:`memconsole.oops._families.FAMILIES`), folded into the open report
+   when it is part of it (:data:`_FOLDS`), else starting a report;
+3. :meth:`LineParser._die_line`: a die() header (``Oops: 0000 [#1]``) joins the
+   report that died, or starts one;
+4. :meth:`LineParser._announcer`: ``cut here``, a ``====`` banner or a list
+   corruption message announces the report that follows;
+5. :meth:`LineParser._report_line`: any other line goes to the open report of
+   its printk context.
+
+Reports are kept per printk context (:attr:`memconsole.oops._patterns.Line.context`):
+with caller ids (``[T123]``, ``[C1]``, CONFIG_PRINTK_CALLER) two tasks' interleaved
+reports are assembled apart, and another task's lines never end a trace; without
+them a line without a time stamp in a time-stamped report is someone else's
+(user space writing to the console) and is skipped.
+
+The parser is resumable: :mod:`memconsole.oops._scan` feeds it only the lines
+around report start lines of a multi-GB log, with their true line numbers and
+byte offsets, and gets the same reports as feeding every line (see
+:meth:`LineParser.busy` for why that is exact).
 """
 
 from __future__ import annotations
 
-import re
+import bisect
+from collections.abc import Callable
 
-from memconsole.oops import _fields as _f
+from memconsole.oops import _families as _fam
 from memconsole.oops import _patterns as _p
-from memconsole.oops._model import Frame, Kind, Report
-from memconsole.oops.taint import taint_names
+from memconsole.oops._draft import (
+    MAX_GAP,
+    MAX_LINES,
+    STANDALONE_KIND,
+    Draft,
+    frame,
+    printable,
+    text,
+)
+from memconsole.oops._families import Family
+from memconsole.oops._model import Kind
 
-__all__ = ["LineParser", "frame", "printable", "text"]
+__all__ = ["MAX_GAP", "MAX_LINES", "PENDING_LINES", "LineParser", "_Builder", "frame",
+           "printable", "text"]
 
-# Kinds that die(): "Fatal exception" panics are explained by these.
-_DIE_KINDS = frozenset({
-    "null-pointer", "page-fault", "general-protection", "divide-error",
-    "invalid-opcode", "list-corruption", "unknown",
-})
-# panic_on_warn: kernel/panic.c check_panic_on_warn() is called by __warn(),
-# KASAN's end_report() and UBSAN's ubsan_epilogue().
-_WARN_KINDS = frozenset({"warning", "kasan", "ubsan", "list-corruption"})
-
-_MAX_FRAMES = 64
-_MAX_MODULES = 1024
-_MAX_REGISTERS = 80
-_MAX_FAULT_INFO = 8
-# A report stays open while report-like lines keep coming; this many
-# unrelated lines in a row (or this many lines in total) close it.
-MAX_GAP = 40
-MAX_LINES = 4000
-# A die() header or secondary marker is absorbed this many lines into a report.
-_HEADER_LINES = 40
 #: A "cut here" line, "====" banner or list corruption message belongs to a
-#: marker at most this many lines after it.
+#: start line at most this many lines after it.
 PENDING_LINES = 4
+# At most this many reports are assembled at once (one per printk context).
+_MAX_OPEN = 16
+
+_Builder = Draft  # the name memconsole.oops._scan knows
+
+# Families a BUG() report's die header belongs to (x86 BUG() is ud2: "invalid opcode").
+_BUG_FAMILIES = frozenset({"kernel-bug", "list-bug", "usercopy"})
+# Start lines that never begin a report inside another one (syzkaller's
+# reportStartIgnores): a die header of its own, or a message printed in a loop.
+_NEVER_INSIDE = frozenset({"invalid-opcode", "double-fault", "netdev-wait"})
+# Start lines that are someone else's message when they come in the middle of a
+# report's call trace without caller ids to tell them apart.
+_NOT_IN_TRACE = frozenset({"oom"})
+# The first byte of an announcing line: "----[ cut here ]", "====", "list_del corruption".
+_ANNOUNCER_LEADS = frozenset((b"-", b"=", b"l"))
+# What a list corruption message announces (lib/list_debug.c CHECK_DATA_CORRUPTION()).
+_LIST_ANNOUNCED = {"kernel-bug": _fam.LIST_BUG, "list-bug": _fam.LIST_BUG,
+                   "invalid-opcode": _fam.LIST_BUG, "warning": _fam.LIST_WARNING,
+                   "w-list": _fam.LIST_WARNING}
+_MEMLEAK = _fam.by_id("memory-leak")
 
 
-def text(raw: bytes) -> str:
-    """Decode kernel text for the API; undecodable bytes stay visible as ``\\xNN``."""
-    return raw.decode("utf-8", "backslashreplace")
+def _fold_bug_die(cur: Draft, new: Family, groups: dict[str, bytes]) -> bool:
+    """x86 BUG() traps with ud2: ``invalid opcode: 0000 [#1]`` follows ``kernel BUG at``
+    (lib/bug.c report_bug(), arch/x86/kernel/traps.c handle_bug())."""
+    return cur.family.id in _BUG_FAMILIES and new.id == "invalid-opcode"
 
 
-def printable(s: str) -> str:
-    """Escape control characters (a comm may hold a newline)."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in s)
+def _fold_watchdog_warning(cur: Draft, new: Family, groups: dict[str, bytes]) -> bool:
+    """3.x: ``WARNING: at kernel/watchdog.c`` then ``Watchdog detected hard LOCKUP``
+    (kernel/watchdog.c watchdog_overflow_callback() used WARN())."""
+    if cur.family.id == "warning" and new.id == "hard-lockup":
+        cur.refamily(new, groups)
+        return True
+    return False
 
 
-def frame(raw: _p.RawFrame, context: str) -> Frame:
-    """A public :class:`Frame` from a parsed one."""
-    return Frame(text(raw.function), raw.offset, raw.size,
-                 text(raw.module) if raw.module is not None else None, raw.reliable, context)
+def _fold_leak(cur: Draft, new: Family, groups: dict[str, bytes]) -> bool:
+    """syzkaller's executor prints ``BUG: memory leak`` before the first kmemleak object."""
+    if cur.family.id == "memleak-syz" and new is _MEMLEAK and not cur.announced_leak:
+        cur.refamily(new, groups)
+        cur.announced_leak = True
+        return True
+    return False
 
 
-class _Builder(_f.FieldsMixin):
-    """A report being assembled, line by line (mutable, private)."""
-
-    def __init__(self, kind: str, name: str, idx: int, start: int, end: int,
-                 time: float | None, start_idx: int) -> None:
-        super().__init__()
-        self.kind = kind
-        self.name = name
-        self.first_idx = idx
-        self.start_idx = start_idx
-        self.last_idx = idx
-        self.start = start
-        self.end = end
-        self.time = time
-        self.standalone = False  # a panic line with no report before it
-        self.groups: dict[str, bytes] = {}
-        self.location: str | None = None
-        self.trace = 0  # 0 not seen, 1 inside, 2 done
-        self.trace_misses = 0
-        self.context = "TASK"
-        self.frames: list[Frame] = []
-        self.panic_reason: str | None = None
-        self.blocked_task: str | None = None
-        self.oops_count: int | None = None
-        self.caller: bytes | None = None
-
-    # -- state ---------------------------------------------------------------
-
-    def open(self, idx: int) -> bool:
-        """Whether line *idx* can still belong to this report."""
-        return idx - self.last_idx <= MAX_GAP and idx - self.first_idx <= MAX_LINES
-
-    def header_phase(self, idx: int) -> bool:
-        return (self.trace == 0 and self.panic_reason is None and not self.standalone
-                and idx - self.first_idx <= _HEADER_LINES)
-
-    def touch(self, idx: int, end: int) -> None:
-        self.last_idx = idx
-        self.end = max(self.end, end)
-
-    def dies(self) -> bool:
-        return self.kind in _DIE_KINDS or self.name == "kernel BUG"
-
-    def explains(self, category: str) -> bool:
-        """Whether a panic of *category* is the consequence of this report."""
-        if self.standalone:
-            return False
-        if category == "fatal":
-            return self.oops_count is not None or self.dies()
-        if category == "init":
-            return (self.oops_count is not None or self.dies()) and self.pid == 1
-        if category == "warn":
-            return self.kind in _WARN_KINDS
-        wanted = {"softlockup": "soft-lockup", "hungtask": "hung-task", "hardlockup": "hard-lockup",
-                  "oom": "oom", "rcu": "rcu-stall"}.get(category)
-        return wanted is not None and self.kind == wanted
-
-    # -- markers -------------------------------------------------------------
-
-    def apply(self, mk: _p.Marker) -> None:
-        """Take the fields a start marker carries."""
-        g = mk.groups
-        self.groups.update(g)
-        if "cpu" in g:
-            self.cpu = int(g["cpu"])
-        if "pid" in g:
-            self.pid = int(g["pid"])
-        if "comm" in g and mk.kind != "oom":
-            self.comm = text(g["comm"])
-        elif "comm" in g:
-            self.comm = text(g["comm"].strip())
-        if "loc" in g and re.search(rb":\d", g["loc"]):
-            self.location = text(g["loc"])
-        if "secs" in g and mk.kind in ("soft-lockup", "hung-task"):
-            self.duration = float(int(g["secs"]))
-        if "addr" in g and self.fault_address is None:
-            self.fault_address = _f.hex_int(g["addr"])
-        if "rest" in g and mk.kind == "general-protection":
-            self.gpf_address(g["rest"])
-        if mk.kind == "hung-task" and "pid" in g:
-            self.blocked_task = f"{self.comm}:{self.pid}"
-
-    def absorb(self, mk: _p.Marker, idx: int) -> bool:
-        """Fold a marker printed as part of this report's header into it."""
-        if not self.header_phase(idx):
-            return False
-        k = mk.kind
-        if self.kind == "list-corruption" and (
-                k in ("invalid-opcode", "warning") or mk.name == "kernel BUG"):
-            if self.location is None and "loc" in mk.groups:
-                self.apply(mk)
-            for key in ("cpu", "pid"):
-                if key in mk.groups and getattr(self, key) is None:
-                    setattr(self, key, int(mk.groups[key]))
-            return True
-        if self.name == "kernel BUG" and k == "invalid-opcode":
-            return True
-        if k == "list-corruption" and self.name in ("kernel BUG", "WARNING"):
-            # 2.6/3.x: "WARNING: at lib/list_debug.c:53" then "list_del corruption..."
-            self.kind, self.name = k, mk.name
-            self.groups["what"] = mk.groups["what"]
-            return True
-        if k == "hard-lockup" and self.kind == "warning":
-            # 3.x: "WARNING: at kernel/watchdog.c" then "Watchdog detected hard LOCKUP"
-            self.kind, self.name = k, mk.name
-            self.cpu = int(mk.groups["cpu"])
-            return True
-        return False
-
-    # -- ordinary lines ------------------------------------------------------
-
-    def feed(self, body: bytes, idx: int, end: int, caller: bytes | None) -> None:
-        """Take what a non-marker line of the report says."""
-        if self.trace == 1 and caller is not None and self.caller not in (None, caller):
-            return  # another task's message printed into the middle of our trace
-        hit = self.fields(body, self.trace == 0, self.kind)
-        hit = self._trace_line(body) or hit
-        if hit or _p.related(body):
-            self.touch(idx, end)
-
-    def _trace_line(self, body: bytes) -> bool:
-        """Collect call trace frames; return whether the line was trace material."""
-        if self.trace == 2:
-            return False
-        if self.trace == 0:
-            if _p.TRACE_HEADER.match(body):
-                self.trace = 1
-                return True
-            m = _p.ARM_FROM.match(body)
-            if not m:
-                return False
-            self.trace = 1  # arm unwind_backtrace() output without a header
-        s = body
-        marked = False
-        for _ in range(4 if b"<" in body[:40] else 0):
-            m = _p.CONTEXT_MARK.match(s)
-            if not m:
-                break
-            marked = True
-            name = m.group("name")
-            if name is None or m.group("close") or name == b"EOI":
-                self.context = "TASK"
-            elif name.startswith(b"#"):
-                self.context = "EXCEPTION"
-            else:
-                self.context = text(name)
-            s = s[m.end():]
-        if marked and not s.strip():
-            return True
-        arm = _p.ARM_FROM.match(s) if b"[<" in s[:12] else None
-        raw = (_p.RawFrame(arm.group("func"), None, None, arm.group("mod"), True, False)
-               if arm else _p.parse_frame(s, bare=True))
-        if raw is not None:
-            if len(self.frames) < _MAX_FRAMES:
-                self.frames.append(frame(raw, self.context))
-            self.trace_misses = 0
-            return True
-        if _p.TRACE_HEADER.match(s):
-            if self.frames:
-                self.trace = 2
-            return True
-        if _p.in_trace_filler(s):
-            return True
-        if self.frames or not s.strip() or self.trace_misses >= 4:
-            self.trace = 2
-        else:
-            self.trace_misses += 1
-        return False
-
-    # -- result --------------------------------------------------------------
-
-    def where(self) -> str | None:
-        """The function to name in the headline."""
-        if self.kind in ("list-corruption", "scheduling-while-atomic"):
-            for f in self.frames:
-                if f.reliable and not _p.PLUMBING.match(f.function) and not (
-                        self.kind == "scheduling-while-atomic" and _p.SLEEPERS.match(f.function)):
-                    return f.label()
-        culprit_only = self.kind == "list-corruption"  # never name the list checker
-        if self.rip is not None and not (culprit_only and _p.PLUMBING.match(self.rip.function)):
-            return self.rip.label()
-        if self.kind == "hard-lockup":
-            # The watchdog's own frames run in NMI context; the culprit is what it interrupted.
-            for f in self.frames:
-                if f.reliable and f.context != "NMI":
-                    return f.label()
-            return None
-        func = self.groups.get("func") or self.groups.get("where")
-        if func:
-            raw = _p.parse_frame(func.removesuffix(b"()"), bare=True)
-            if raw is not None and not (culprit_only and _p.PLUMBING.match(text(raw.function))):
-                return frame(raw, "").label()
-        return None
-
-    def headline(self) -> str:
-        g = {k: printable(text(v)) for k, v in self.groups.items()}
-        where = self.where()
-        at = f" in {where}" if where else ""
-        kind = self.kind
-        if self.standalone:
-            reason = printable(self.panic_reason or "")
-            if kind == "oom":
-                detail = re.sub(r"^Out of memory(?::| and)? ?", "", reason)
-                return f"out of memory: {detail}" if detail else "out of memory"
-            if kind == "stack-corruption":
-                m = re.search(r"corrupted in:? ?(\S+(?: \[[\w-]+\])?)", reason)
-                raw = _p.parse_frame(m.group(1).encode(), bare=True) if m else None
-                return (f"stack corruption in {frame(raw, '').label()}" if raw is not None
-                        else f"stack corruption ({reason})")
-            if kind == "hung-task":
-                return "hung tasks detected (hung_task: blocked tasks)"
-            if kind != "panic":
-                return f"{reason}{at}"
-            return f"kernel panic: {reason}"
-        if kind == "null-pointer":
-            addr = f" at {g['addr']}" if g.get("addr") else ""
-            return f"NULL pointer dereference{at or addr}"
-        if kind == "page-fault":
-            what = g.get("what", "page fault")
-            what = "page fault" if what == "paging request" else f"kernel {what}"
-            addr = f" at address {g['addr']}" if g.get("addr") else ""
-            return f"{what}{addr}{at}"
-        if kind == "general-protection":
-            return f"general protection fault{at}"
-        if kind == "divide-error":
-            return f"divide error{at}"
-        if kind == "invalid-opcode":
-            return f"invalid opcode{at}"
-        if kind == "bug":
-            if self.name == "kernel BUG":
-                return f"kernel BUG at {g.get('loc', '?')}{at}"
-            return f"BUG: {g.get('what', '')}"[:200]
-        if kind == "warning":
-            if self.name == "lockdep":
-                return f"WARNING: {g.get('what', '')}"
-            return f"WARNING at {self.location or g.get('loc', '?')}{at}"
-        if kind == "soft-lockup":
-            return f"soft lockup on CPU#{g.get('cpu', '?')} for {g.get('secs', '?')}s{at}"
-        if kind == "hard-lockup":
-            return f"hard lockup on CPU {self.cpu if self.cpu is not None else '?'}{at}"
-        if kind == "hung-task":
-            comm = printable(self.comm or "?")
-            return f"task {comm}:{self.pid} blocked for more than {g.get('secs', '?')} seconds"
-        if kind == "rcu-stall":
-            return f"RCU stall: {g.get('flavor', 'rcu')} {g.get('what', 'stall')}{at}"
-        if kind == "kasan":
-            raw = _p.parse_frame(self.groups.get("where", b""), bare=True)
-            target = frame(raw, "").label() if raw is not None else g.get("where", "?")
-            return f"KASAN: {g.get('what', '?')} in {target}"
-        if kind == "ubsan":
-            return f"UBSAN: {g.get('what', '?')} in {g.get('loc', '?')}"
-        if kind == "oom":
-            return f"out of memory: {printable(self.comm or '?')} invoked the OOM killer"
-        if kind == "list-corruption":
-            return f"{g.get('what', 'list corruption')}{at}"
-        if kind == "stack-corruption":
-            if "what" in g:
-                return g["what"]
-            raw = _p.parse_frame(self.groups.get("where", b""), bare=True)
-            return f"stack corruption in {frame(raw, '').label()}" if raw else "stack corruption"
-        if kind == "scheduling-while-atomic":
-            return f"scheduling while atomic{at}"
-        what = g.get("what", "kernel oops")
-        return f"{what}{at}"
-
-    def report(self) -> Report:
-        tainted = self.tainted or ""
-        return Report(
-            kind=Kind(self.kind),
-            headline=self.headline(),
-            time=self.time,
-            kernel_release=self.release,
-            cpu=self.cpu,
-            pid=self.pid,
-            comm=self.comm,
-            tainted=tainted,
-            location=self.location,
-            rip=self.rip,
-            call_trace=tuple(self.frames),
-            modules=tuple(self.modules or ()),
-            panic_reason=self.panic_reason,
-            blocked_task=self.blocked_task,
-            start=self.start,
-            end=self.end,
-            oops_count=self.oops_count,
-            line=self.start_idx + 1,
-            uid=self.uid,
-            kernel_build=self.build,
-            hardware=self.hardware,
-            taint_flags=taint_names(tainted),
-            fault_address=self.fault_address,
-            fault_info=tuple(self.fault_info[:_MAX_FAULT_INFO]),
-            error_code=self.error_code if self.error_code is not None else self.die_error,
-            lr=self.lr,
-            registers=tuple(self.registers.items())[:_MAX_REGISTERS],
-            code=self.code,
-            module_flags=tuple(self.module_flags),
-            workqueue=self.workqueue,
-            kernel_offset=self.kernel_offset,
-            duration=self.duration,
-            access=self.access,
-        )
+# Start lines that are part of the open report of their context, checked in its
+# header phase: (rule, kernel source in its docstring).
+_FOLDS: tuple[Callable[[Draft, Family, dict[str, bytes]], bool], ...] = (
+    _fold_bug_die, _fold_watchdog_warning, _fold_leak)
 
 
 class LineParser:
@@ -367,22 +110,29 @@ class LineParser:
 
     Feed lines in order with their 0-based line number and byte offsets;
     lines may be skipped where :meth:`busy` is false and the skipped lines
-    contain no :data:`memconsole._oops_patterns.NEEDLES` (they would not
+    contain no :data:`memconsole.oops._patterns.NEEDLES` (they would not
     change anything), provided the :data:`PENDING_LINES` lines before each
     fed needle line are fed too.
     """
 
     def __init__(self) -> None:
-        self.done: list[_Builder] = []
-        self.cur: _Builder | None = None
-        # A "cut here" line or "====" banner: (idx, start, time).
-        self.pending: tuple[int, int, float | None] | None = None
-        # A list corruption message: (idx, start, time, marker).
-        self.pending_list: tuple[int, int, float | None, _p.Marker] | None = None
-        # "INFO: task <comm" whose comm held a newline: (idx, start, stamp, comm part).
-        self.hung: tuple[int, int, tuple[bytes, bytes] | None, bytes] | None = None
-        # End offset of the last finished report: the next one starts at or after it.
-        self.floor = 0
+        self.done: list[Draft] = []
+        self._starts: list[tuple[int, int]] = []  # (start, seq) of done, for ordering
+        self._seq = 0
+        self.open: dict[bytes | None, Draft] = {}
+        # A "cut here" line or "====" banner per context: (idx, start, time).
+        self.pending: dict[bytes | None, tuple[int, int, float | None]] = {}
+        # A list corruption message per context: (idx, start, time, what).
+        self.pending_list: dict[bytes | None, tuple[int, int, float | None, bytes]] = {}
+        # "INFO: task <comm" whose comm held a newline: (idx, start, stamp, comm part, ctx).
+        self.hung: tuple[int, int, tuple[bytes, bytes] | None, bytes, bytes | None] | None = None
+        # End offset of the last finished report per context: the next one starts after it.
+        self.floor: dict[bytes | None, int] = {}
+        # With caller ids: the report a new one began inside, per context; it keeps
+        # reading its task's lines (for its culprit) until the new one closes.
+        self.shadows: dict[bytes, Draft] = {}
+
+    # -- state ---------------------------------------------------------------
 
     def busy(self, idx: int) -> bool:
         """Whether line *idx* (the next line) may change the state even when it
@@ -391,154 +141,292 @@ class LineParser:
         ignores lines without needles, except as announcers (pending lines),
         and a report whose gap has run out is closed by whatever line comes
         next (a blank line after it changes nothing a report keeps)."""
-        cur = self.cur
-        if cur is not None and idx - cur.last_idx <= MAX_GAP and idx - cur.first_idx <= MAX_LINES:
-            return True
+        for d in self.open.values():
+            if d.open(idx):
+                return True
         return self.hung is not None and idx == self.hung[0] + 1
 
-    def _close(self) -> None:
-        if self.cur is not None:
-            self.done.append(self.cur)
-            self.floor = self.cur.end
-            self.cur = None
+    def _slot(self, ctx: bytes | None) -> bytes | None:
+        """The key of the open report a line of context *ctx* belongs to."""
+        if ctx == b"" and ctx not in self.open and None in self.open:
+            return None  # a report without stamps, a line with one
+        return ctx
 
-    def _start(self, mk: _p.Marker, idx: int, s: int, e: int, line: _p.Line) -> _Builder:
-        """Start the report *mk* begins.  An announcing line ("cut here", a list
+    def _route(self, line: _p.Line) -> Draft | None:
+        ctx = line.context
+        d = self.open.get(ctx)
+        if d is not None:
+            return d
+        if ctx == b"" and None in self.open:
+            return self.open[None]  # a report without stamps, a line with one
+        if ctx is not None and ctx[:1] == b"C":
+            # lib/nmi_backtrace.c: after "Sending NMI from CPU" every CPU prints its stack.
+            for other in self.open.values():
+                if other.nmi_backtraces:
+                    return other
+        return None
+
+    def _close(self, key: bytes | None, *, shadow: bool = False) -> None:
+        d = self.open.pop(key, None)
+        if key is not None and key != b"":
+            if shadow and d is not None:
+                self.shadows[key] = d
+            else:
+                self.shadows.pop(key, None)
+        if d is None:
+            return
+        self.floor[key] = max(self.floor.get(key, 0), d.end)
+        at = bisect.bisect_right(self._starts, (d.start, self._seq))
+        self._starts.insert(at, (d.start, self._seq))
+        self.done.insert(at, d)
+        self._seq += 1
+
+    def _expire(self, idx: int) -> None:
+        for d in self.open.values():
+            if not d.open(idx):
+                break
+        else:
+            return  # the usual case: every open report goes on
+        for key in [k for k, d in self.open.items() if not d.open(idx)]:
+            self._close(key)
+
+    def _begin(self, key: bytes | None, d: Draft) -> None:
+        self._close(key, shadow=True)
+        if len(self.open) >= _MAX_OPEN:
+            self._close(min(self.open, key=lambda k: self.open[k].last_idx))
+        self.open[key] = d
+
+    def _start(self, family: Family, groups: dict[str, bytes], idx: int, s: int, e: int,
+               line: _p.Line, key: bytes | None) -> Draft:
+        """Start the report *family* begins.  An announcing line ("cut here", a list
         corruption message) at most PENDING_LINES before starts it instead,
         unless the report before took lines after it (reports never overlap)."""
-        floor = self.floor
+        floor = self.floor.get(key, 0)
         begin, begin_idx, time = s, idx, line.time
-        cut = self.pending
+        cut = self.pending.pop(key, None)
         if cut is not None and idx - cut[0] <= PENDING_LINES and cut[1] >= floor:
             begin, begin_idx, time = cut[1], cut[0], cut[2]
-        b: _Builder | None = None
-        pl = self.pending_list
-        if pl is not None and idx - pl[0] <= PENDING_LINES and pl[1] >= floor:
-            # The list message announces this report if the report can take it in.
-            lb = _Builder(pl[3].kind, pl[3].name, idx, *((pl[1], e, pl[2], pl[0]) if pl[1] < begin
-                                                          else (begin, e, time, begin_idx)))
-            lb.apply(pl[3])
-            if lb.absorb(mk, idx):
-                b = lb
-        if b is None:
-            b = _Builder(mk.kind, mk.name, idx, begin, e, time, begin_idx)
-            b.apply(mk)
-        b.caller = line.caller
-        self.pending = self.pending_list = None
-        return b
+        pl = self.pending_list.pop(key, None)
+        announced = _LIST_ANNOUNCED.get(family.id)
+        if pl is not None and announced is not None and idx - pl[0] <= PENDING_LINES and (
+                pl[1] >= floor):
+            if pl[1] < begin:
+                begin, begin_idx, time = pl[1], pl[0], pl[2]
+            d = Draft(announced, {**groups, "what": pl[3]}, idx, begin, e, time, begin_idx,
+                      line.body.lstrip(b" \t"), line.context)
+        else:
+            d = Draft(family, groups, idx, begin, e, time, begin_idx, line.body.lstrip(b" \t"),
+                      line.context)
+        self._begin(key, d)
+        return d
+
+    # -- the steps -------------------------------------------------------------
+
+    def _panic_line(self, idx: int, s: int, e: int, line: _p.Line) -> bool:
+        """kernel/panic.c panic(): ``Kernel panic - not syncing: REASON``.  It joins the
+        open report it is the consequence of (:func:`memconsole.oops._patterns.panic_category`);
+        otherwise it is a report of its own (a panic family, or the bare panic)."""
+        body = line.body
+        if b"Kernel panic" not in body:
+            return False
+        m = _p.PANIC.match(body)
+        if not m:
+            return False
+        reason = printable(text(m.group("reason")).strip())
+        cat = _p.panic_category(reason)
+        for d in sorted(self.open.values(), key=lambda d: d.first_idx, reverse=True):
+            if d.panic_reason is None and d.explains(cat):
+                d.panic_reason = reason
+                d.touch(idx, e)
+                d.keep(body)
+                return True
+        stripped = body.lstrip(b" \t")
+        family, groups = _fam.STANDALONE_PANIC, {}
+        for f in _fam.PANIC_FAMILIES:
+            pm = f.pattern.match(stripped) if f.needle in stripped else None
+            if pm:
+                family = f
+                groups = {k: v for k, v in pm.groupdict().items() if v is not None}
+                break
+        key = self._slot(line.context)
+        d = Draft(family, groups, idx, s, e, line.time, idx, stripped, line.context)
+        if family is _fam.STANDALONE_PANIC:
+            d.kind = STANDALONE_KIND.get(cat, Kind.PANIC)
+        d.standalone = True
+        d.panic_reason = reason
+        self._begin(key, d)
+        return True
+
+    def _start_line(self, idx: int, s: int, e: int, line: _p.Line) -> bool:
+        """A family's start line (:data:`memconsole.oops._families.FAMILIES`), also the
+        hung task line whose comm held a newline (kernel/hung_task.c prints it with
+        ``%s``), folded into the open report where :data:`_FOLDS` says so."""
+        body = line.body
+        text_ = body.lstrip(b" \t")
+        hit = _fam.match(text_) if _p.START_HINT.search(text_, 0, 400) else None
+        if hit is None and b"[#" in text_:
+            glued = _p.GLUED_DIE.search(text_, 1)
+            if glued:  # 4.x kasan_init_64.c printed its hint without a newline
+                text_ = text_[glued.start():]
+                hit = _fam.match(text_)
+        hung = self.hung
+        head_idx = idx
+        if hit is None and hung is not None and idx == hung[0] + 1:
+            t = _p.HUNG_TAIL.match(text_)
+            if t:
+                hit = (_fam.by_id("hung"), {"comm": hung[3] + b"\n" + t.group("comm"),
+                                            "pid": t.group("pid"), "secs": t.group("secs")})
+                s, head_idx = hung[1], hung[0]
+                line = _p.Line(b"INFO: task " + hit[1]["comm"] + b":" + t.group("pid")
+                               + b" blocked for more than " + t.group("secs") + b" seconds",
+                               hung[2], line.caller, line.prefixed)
+        self.hung = None
+        if hit is None:
+            if b"INFO: task " in body:
+                h = _p.HUNG_HEAD.match(text_)
+                if h:
+                    self.hung = (idx, s, line.stamp, h.group("comm"), line.context)
+            return False
+        family, groups = hit
+        key = self._slot(line.context)
+        cur = self.open.get(key)
+        if cur is not None and (family.id in _NEVER_INSIDE or (
+                family.id in _NOT_IN_TRACE and cur.trace == 1)):
+            cur.feed(body, idx, e)
+            self._take_die(cur, body)
+            return True
+        if cur is not None and cur.header_phase(idx):
+            for fold in _FOLDS:
+                if fold(cur, family, groups):
+                    cur.touch(idx, e)
+                    cur.keep(body)
+                    self._take_die(cur, body)
+                    return True
+        d = self._start(family, groups, idx, s, e, line, key)
+        if d.start == s:
+            d.start_idx = head_idx
+        die = _p.die_header(body)
+        if die is not None:
+            d.oops_count, d.die_error = die.number, die.error
+        return True
+
+    @staticmethod
+    def _take_die(d: Draft, body: bytes) -> None:
+        die = _p.die_header(body)
+        if die is not None:
+            if d.oops_count is None:
+                d.oops_count = die.number
+            if d.die_error is None:
+                d.die_error = die.error
+
+    def _die_line(self, idx: int, s: int, e: int, line: _p.Line) -> bool:
+        """arch/*/kernel/traps.c, dumpstack.c die(): ``Oops: 0000 [#1]``, ``Internal error:
+        Oops: 96000005 [#1]``, riscv ``Oops [#1]``, s390 ``Oops: 0004 ilc:2 [#1]``: part of the
+        report that died, else a report whose start line is missing (a cut log)."""
+        die = _p.die_header(line.body)
+        if die is None:
+            return False
+        key = self._slot(line.context)
+        cur = self.open.get(key)
+        if cur is not None and cur.dies() and cur.header_phase(idx):
+            self._take_die(cur, line.body)
+            cur.touch(idx, e)
+            cur.keep(line.body)
+            return True
+        what = die.what.decode("ascii", "replace")
+        groups = {"what": die.what}
+        if die.internal:
+            groups["internal"] = b"1"
+        d = self._start(_fam.DIE, groups, idx, s, e, line, key)
+        if what.endswith("BUG"):
+            d.kind = _fam.by_id("kernel-bug").kind
+            d.groups.setdefault("loc", b"?")
+        elif "undefined instruction" in what:
+            d.kind = _fam.by_id("invalid-opcode").kind
+        d.oops_count, d.die_error = die.number, die.error
+        return True
+
+    def _announcer(self, idx: int, s: int, e: int, line: _p.Line) -> bool:
+        """``------------[ cut here ]------------`` (include/asm-generic/bug.h CUT_HERE),
+        a ``====`` banner (KASAN, UBSAN, KCSAN, KFENCE, KMSAN) or a list corruption
+        message (lib/list_debug.c) announces the report after it."""
+        body = line.body
+        key = self._slot(line.context)
+        lead = body.lstrip()[:1]
+        if lead in (b"-", b"=") and (_p.CUT_HERE.match(body) or _p.BANNER.match(body)):
+            self.pending[key] = (idx, s, line.time)
+            return True
+        what = _p.list_announcement(body.lstrip(b" \t")) if lead == b"l" else None
+        if what is None:
+            return False
+        cur = self.open.get(key)
+        if cur is not None and cur.header_phase(idx) and cur.family in (_fam.LIST_WARNING,
+                                                                          _fam.LIST_BUG):
+            cur.groups["what"] = what  # 2.6/3.x: "WARNING: at lib/list_debug.c" first
+            cur.touch(idx, e)
+            cur.keep(body)
+            return True
+        self.pending_list[key] = (idx, s, line.time, what)
+        return True
+
+    def _report_line(self, idx: int, s: int, e: int, line: _p.Line) -> bool:
+        """Any other line: part of the open report of its context, if any; for the
+        other open reports, a line of someone else."""
+        d = self._route(line)
+        if len(self.open) > 1 or d is None:
+            for other in self.open.values():
+                if other is not d:
+                    other.foreign += 1
+        if d is not None:
+            d.feed(line.body, idx, e)
+            if d.ctx is not None and d.ctx in self.shadows:
+                self.shadows[d.ctx].keep_extra(line.body)
+        return True
+
+    # -- feeding -----------------------------------------------------------------
 
     def blank(self) -> None:
         """A blank line: it only ends a call trace or a module list."""
-        cur = self.cur
-        if cur is not None:
-            cur.modules_open = False
-            if cur.trace == 1 and cur.frames:
-                cur.trace = 2
+        for d in self.open.values():
+            d.foreign += 1
+            d.modules_open = False
+            if d.trace == 1 and d.frames:
+                d.trace = 2
 
     def feed(self, idx: int, s: int, e: int, raw: bytes) -> None:
         """Take line *idx*, bytes ``[s, e)`` of the input (*raw*, newline excluded)."""
-        if not raw.strip():
+        if not raw or raw.isspace():
             self.blank()
             return
         line = _p.strip_prefix(raw)
+        if self.open:
+            self._expire(idx)
         body = line.body
-        cur = self.cur
-        if cur is not None and not cur.open(idx):
-            self._close()
-            cur = None
-
-        if b"Kernel panic" in body:
-            m = _p.PANIC.match(body)
-            if m:
-                reason = printable(text(m.group("reason")).strip())
-                cat = _p.panic_category(reason)
-                if cur is not None and cur.panic_reason is None and cur.explains(cat):
-                    cur.panic_reason = reason
-                    cur.touch(idx, e)
-                    return
-                self._close()
-                b = _Builder(_p.STANDALONE_KIND.get(cat, "panic"), "panic", idx, s, e, line.time,
-                             idx)
-                b.caller = line.caller
-                b.standalone = True
-                b.panic_reason = reason
-                self.cur = b
-                return
-
-        mk = _p.marker(body)
-        hung = self.hung
-        head_idx = idx
-        if mk is None and hung is not None and idx == hung[0] + 1:
-            t = _p.HUNG_TAIL.match(body)
-            if t:
-                groups = {"comm": hung[3] + b"\n" + t.group("comm"), "pid": t.group("pid"),
-                          "secs": t.group("secs")}
-                mk = _p.Marker("hung-task", "hung task", groups)
-                s, line, head_idx = hung[1], _p.Line(body, hung[2], line.caller), hung[0]
-        self.hung = None
-        if mk is None and b"INFO: task " in body:
-            h = _p.HUNG_HEAD.match(body.lstrip())
-            if h:
-                self.hung = (idx, s, line.stamp, h.group("comm"))
-        if mk is not None:
-            if cur is not None and cur.absorb(mk, idx):
-                cur.touch(idx, e)
-                d = _p.die_header(body)
-                if d is not None and cur.oops_count is None:
-                    cur.oops_count, cur.die_error = d.number, d.error
-                return
-            if mk.kind == "list-corruption":
-                # Printed just before the BUG()/WARN() that reports it
-                # (lib/list_debug.c CHECK_DATA_CORRUPTION): announces that report.
-                self.pending_list = (idx, s, line.time, mk)
-                return
-            self._close()
-            b = self._start(mk, idx, s, e, line)
-            if b.start == s:
-                b.start_idx = head_idx
-            d = _p.die_header(body)
-            if d is not None:
-                b.oops_count = d.number
-                b.die_error = d.error
-            self.cur = b
+        # Panic lines, start lines and die headers all hold a needle (steps 1-3); a hung
+        # task line whose comm held a newline continues on the next line.
+        if (_p.START_HINT.search(body, 0, 400) or self.hung is not None) and (
+                self._panic_line(idx, s, e, line) or self._start_line(idx, s, e, line)
+                or self._die_line(idx, s, e, line)):
             return
-
-        d = _p.die_header(body)
-        if d is not None:
-            if cur is not None and cur.dies() and cur.header_phase(idx):
-                if cur.oops_count is None:
-                    cur.oops_count = d.number
-                if cur.die_error is None:
-                    cur.die_error = d.error
-                cur.touch(idx, e)
-                return
-            self._close()
-            what = d.what.decode("ascii", "replace")
-            kind = ("bug" if what.endswith("BUG") else
-                    "invalid-opcode" if "undefined instruction" in what else "unknown")
-            name = "kernel BUG" if kind == "bug" else "die"
-            b = self._start(_p.Marker(kind, name, {}), idx, s, e, line)
-            if b.kind == kind:
-                b.groups["what"] = d.what
-                if kind == "bug":
-                    b.groups["loc"] = b"?"
-            b.oops_count = d.number
-            b.die_error = d.error
-            self.cur = b
+        if body.lstrip(b" \t")[:1] in _ANNOUNCER_LEADS and self._announcer(idx, s, e, line):
             return
+        if self.open:
+            self._report_line(idx, s, e, line)
 
-        if body.lstrip()[:1] in (b"-", b"=") and (_p.CUT_HERE.match(body) or _p.BANNER.match(body)):
-            self.pending = (idx, s, line.time)
-            return
-        if cur is not None:
-            cur.feed(body, idx, e, line.caller)
-
-    def finish(self) -> list[_Builder]:
-        """Close the open report; return every report, in order."""
-        self._close()
+    def finish(self) -> list[Draft]:
+        """Close the open reports; return every report, in order."""
+        for key in list(self.open):
+            self._close(key)
+        self.shadows.clear()
         return self.done
 
-    def take(self) -> list[_Builder]:
-        """Remove and return the reports finished so far (streaming use)."""
-        out, self.done = self.done, []
+    def take(self) -> list[Draft]:
+        """Remove and return the reports finished so far that start before every
+        open one (streaming use: reports come out in order)."""
+        limit = min((d.start for d in (*self.open.values(), *self.shadows.values())),
+                    default=None)
+        n = len(self.done) if limit is None else bisect.bisect_left(self._starts, (limit, -1))
+        out, self.done = self.done[:n], self.done[n:]
+        self._starts = self._starts[n:]
         return out
+

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from memconsole.oops import _patterns as _p
-from memconsole.oops._model import Frame
+from memconsole.oops._model import Frame, Kind
 
 __all__ = ["FieldsMixin", "hex_int"]
 
@@ -37,10 +37,13 @@ _ACCESS = re.compile(
     rb"(?: by task .{1,80})?)")
 # x86 __die_header() GPF: "general protection fault, probably for non-canonical address 0x...".
 _GPF_ADDR = re.compile(rb"address (?P<v>0x[0-9a-f]{1,16})")
+# mm/kmemleak.c print_unreferenced(): '  comm "%s", pid %d, jiffies %lu'.
+_LEAK_TASK = re.compile(rb'\s{0,8}comm "(?P<comm>.{0,64})", pid (?P<pid>\d{1,10}), jiffies')
 # The "Code:" line: x86 show_opcodes(), arm64 dump_kernel_instr(), arm dump_instr().
 _CODE = re.compile(rb"\s{0,8}Code: (?P<v>.{1,400})")
-# arm64 __show_regs(): "lr : %pS"; arm: "LR is at %pS".
-_LR = re.compile(rb"\s{0,8}(?:lr : |LR is at )(?P<rest>.{1,600})")
+# arm64 __show_regs(): "lr : %pS"; arm: "LR is at %pS"; powerpc show_regs() "LR [%016lx] %pS";
+# riscv show_regs() " ra : %pS".
+_LR = re.compile(rb"\s{0,8}(?:lr : |LR is at |LR \[[0-9a-f]{1,16}\] |ra : )(?P<rest>.{1,600})")
 # Register dump lines: x86 __show_regs() ("RAX: ... RBX: ...", "FS:  ...(0000) GS:...",
 # "CS:  0010 DS: ..."), arm64 ("sp : ...", "x29: ... x28: ...", "pstate: ..."), arm
 # ("sp : ...  ip : ...", "r10: ...", "psr: ..."), i386 ("EAX: ...").
@@ -54,7 +57,19 @@ _REG = re.compile(
 
 # The first byte of every line fields() reads (after indentation): a line
 # starting otherwise is skipped at once (most lines of a log).
-_FIRST = frozenset(bytes([c]) for c in b"CPNTMRIEplLsxrifDFGSHWK#")
+_FIRST = frozenset(bytes([c]) for c in b"CPNTMRIEeplLsxrifDFGSHWK#")
+# ... of the task, taint and module lines (CPU:, Pid:, Process, Tainted:, Not tainted, Modules).
+_TASK_LEADS = frozenset(bytes([c]) for c in b"CPTNM")
+# The faulting function's lines by first letter: exact (PC is at, NIP [...], Krnl PSW) ...
+_IP_EXACT: dict[bytes, tuple[re.Pattern[bytes], ...]] = {
+    b"P": (_p.PC_IS_AT,), b"N": (_p.NIP_LINE,), b"K": (_p.PSW_LINE,)}
+# ... and the others (IP:, EIP:, EIP is at, pc :, epc :).
+_IP_OTHER: dict[bytes, tuple[re.Pattern[bytes], ...]] = {
+    b"I": (_p.IP_LINE,), b"E": (_p.IP_LINE, _p.EIP_AT), b"p": (_p.PC_LINE,),
+    b"e": (_p.PC_LINE,)}
+_LR_LEADS = frozenset((b"l", b"L", b"r"))
+# ... of _REG_LINE.
+_REG_LEADS = frozenset(bytes([c]) for c in b"RECDFGSPsxrpif")
 
 
 def hex_int(raw: bytes) -> int | None:
@@ -99,12 +114,26 @@ class FieldsMixin:
         self.duration: float | None = None
         self.access: str | None = None
 
-    def fields(self, body: bytes, before_trace: bool, kind: str) -> bool:
+    def fields(self, body: bytes, before_trace: bool, kind: Kind) -> bool:
         """Take the field *body* carries; return whether it was one."""
-        if body.lstrip(b" \t")[:1] not in _FIRST and not self.modules_open:
+        lead = body.lstrip(b" \t")[:1]
+        if kind is Kind.MEMORY_LEAK and lead == b"c":
+            m = _LEAK_TASK.match(body)
+            if m:
+                self._take_task(int(m.group("pid")), m.group("comm"))
+                return True
+        if self.modules_open:
+            pass
+        elif lead not in _FIRST:
             return False
-        m = _p.CPU_LINE.match(body) or _p.PID_LINE.match(body)
-        if m:
+        else:
+            at = body.find(b"+0x", 0, 300)
+            if at > 0 and b":" not in body[:at] and b" is at " not in body[:at] and (
+                    lead != b"N"):
+                return False  # a call trace frame: no field of its own
+        if lead not in _TASK_LEADS:
+            pass
+        elif m := _p.CPU_LINE.match(body) or _p.PID_LINE.match(body):
             d = m.groupdict()
             pid = int(d["pid"])
             # The CPU of another task (khungtaskd printing a hung-task panic) is not ours.
@@ -115,14 +144,12 @@ class FieldsMixin:
             self._take_task(pid, d["comm"])
             self._take_taint(m.group("taint"), m.group("rest"))
             return True
-        m = _p.ARM_CPU_LINE.match(body)
-        if m:
+        elif m := _p.ARM_CPU_LINE.match(body):
             if self.cpu is None:
                 self.cpu = int(m.group("cpu"))
             self._take_taint(m.group("taint"), m.group("rest"))
             return True
-        m = _p.TAINT_LINE.match(body)
-        if m:
+        elif m := _p.TAINT_LINE.match(body):
             verbose = _p.TAINT_VERBOSE.findall(m.group("rest"))
             if verbose:
                 if self.tainted is None:
@@ -130,12 +157,10 @@ class FieldsMixin:
             else:
                 self._take_taint(m.group("taint"), m.group("rest"))
             return True
-        m = _p.PROCESS_LINE.match(body)
-        if m:
+        elif m := _p.PROCESS_LINE.match(body):
             self._take_task(int(m.group("pid")), m.group("comm"))
             return True
-        m = _p.MODULES.match(body)
-        if m:
+        elif m := _p.MODULES.match(body):
             if self.modules is None:
                 self.modules = []
                 self.modules_open = self._take_modules(m.group("rest"), first=True)
@@ -146,29 +171,33 @@ class FieldsMixin:
                 if self.modules_open:
                     return True
             self.modules_open = False
-        return self._regs(body, before_trace) or self._details(body, kind)
+        return self._regs(body, before_trace, lead) or self._details(body, kind, lead)
 
-    def _regs(self, body: bytes, before_trace: bool) -> bool:
-        m = _p.RIP_LINE.match(body)
-        if m:
-            if m.group("cs") not in _p.USER_CS:
+    def _regs(self, body: bytes, before_trace: bool, lead: bytes) -> bool:
+        # Each expression is tried only on lines starting with its first letter.
+        if lead == b"R":
+            m = _p.RIP_LINE.match(body)
+            if m:
+                if m.group("cs") not in _p.USER_CS:
+                    self._set_rip(m.group("rest"), 2)
+                    self.user_regs = False
+                else:
+                    self.user_regs = True
+                return True
+        for rx in _IP_EXACT.get(lead, ()):
+            m = rx.match(body)
+            if m:
+                self._set_rip(m.group("rest"), 3)
+                return True
+        for rx in _IP_OTHER.get(lead, ()):
+            m = rx.match(body)
+            if m:
                 self._set_rip(m.group("rest"), 2)
-                self.user_regs = False
-            else:
-                self.user_regs = True
-            return True
-        m = _p.PC_IS_AT.match(body)
-        if m:
-            self._set_rip(m.group("rest"), 3)
-            return True
-        m = _p.IP_LINE.match(body) or _p.EIP_AT.match(body) or _p.PC_LINE.match(body)
-        if m:
-            self._set_rip(m.group("rest"), 2)
-            m2 = _p.EFLAGS_CPU.match(body)
-            if m2 and self.cpu is None:
-                self.cpu = int(m2.group("cpu"))
-            return True
-        m = _LR.match(body)
+                m2 = _p.EFLAGS_CPU.match(body)
+                if m2 and self.cpu is None:
+                    self.cpu = int(m2.group("cpu"))
+                return True
+        m = _LR.match(body) if lead in _LR_LEADS else None
         if m:
             if self.lr is None:
                 raw = _p.parse_frame(m.group("rest"), bare=False)
@@ -177,49 +206,50 @@ class FieldsMixin:
                                     _text(raw.module) if raw.module is not None else None,
                                     raw.reliable, "")
             return True
-        m = _CODE.match(body)
+        m = _CODE.match(body) if lead == b"C" else None
         if m:
             if self.code is None and not self.user_regs:
                 self.code = _text(m.group("v")).strip()
             return True
-        if before_trace and not self.user_regs and _REG_LINE.match(body):
-            for r in _REG.finditer(body[:400]):
-                name = _text(r.group("name"))
-                if name not in self.registers and len(self.registers) < 80:
-                    self.registers[name] = _text(r.group("v"))
+        if before_trace and not self.user_regs and lead in _REG_LEADS and _REG_LINE.match(body):
+            regs = self.registers
+            for raw_name, raw_value in _REG.findall(body, 0, 400):
+                name = raw_name.decode("ascii")  # the expression admits ASCII only
+                if name not in regs and len(regs) < 80:
+                    regs[name] = raw_value.decode("ascii")
             return True
         return False
 
-    def _details(self, body: bytes, kind: str) -> bool:
-        m = _PF.match(body)
+    def _details(self, body: bytes, kind: Kind, lead: bytes) -> bool:
+        m = _PF.match(body) if lead == b"#" else None
         if m:
             self.fault_info.append(_text(body.strip()))
             c = _PF_CODE.search(m.group("v"))
             if c and self.error_code is None:
                 self.error_code = int(c.group("v"), 16)
             return True
-        m = _ESR.match(body)
+        m = _ESR.match(body) if lead == b"E" else None
         if m:
             self.fault_info.append(_text(body.strip()))
             if self.error_code is None:
                 self.error_code = int(m.group("v"), 16)
             return True
-        m = _HARDWARE.match(body)
+        m = _HARDWARE.match(body) if lead == b"H" else None
         if m:
             if self.hardware is None:
                 self.hardware = _text(m.group("v")).strip()
             return True
-        m = _WORKQUEUE.match(body)
+        m = _WORKQUEUE.match(body) if lead == b"W" else None
         if m:
             if self.workqueue is None:
                 self.workqueue = _text(m.group("v")).strip()
             return True
-        m = _KOFFSET.match(body)
+        m = _KOFFSET.match(body) if lead == b"K" else None
         if m:
             if self.kernel_offset is None:
                 self.kernel_offset = int(m.group("v"), 16)
             return True
-        if kind == "kasan":
+        if kind is Kind.KASAN and lead in (b"R", b"W"):
             m = _ACCESS.match(body)
             if m:
                 if self.access is None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from memconsole.oops import signature as _signature
-
 __all__ = ["Frame", "Kind", "Report", "SourceLine"]
 
 
@@ -37,6 +35,11 @@ class Kind(str, enum.Enum):
     SCHEDULING_WHILE_ATOMIC = "scheduling-while-atomic"
     PANIC = "panic"
     UNKNOWN = "unknown"
+    LOCKDEP = "lockdep"
+    MEMORY_LEAK = "memory-leak"
+    KMSAN = "kmsan"
+    KCSAN = "kcsan"
+    KFENCE = "kfence"
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,8 @@ class Report:
     kind: Kind
     """What failed."""
     headline: str
-    """One line for a person, e.g. ``NULL pointer dereference in crashy_null [crashy]``."""
+    """The title with the culprit's module, e.g. ``BUG: unable to handle kernel NULL
+    pointer dereference in crashy_null [crashy]``."""
     time: float | None
     """Seconds since boot from the printk time stamp of the report's first line."""
     kernel_release: str | None
@@ -163,13 +167,31 @@ class Report:
     access: str | None = None
     """A KASAN report's access line: ``Read of size 8 at addr ... by task insmod/86``."""
 
-    @property
-    def signature(self) -> str:
-        """Stable 16-hex-digit identity of the bug (see :mod:`memconsole.signature`)."""
-        return _signature.signature(self)
-
-    @property
-    def signature_basis(self) -> str:
-        """The text the signature is the hash of, e.g.
-        ``null-pointer|crashy_null [crashy]|crashy_init [crashy]|do_one_initcall``."""
-        return _signature.basis(self)
+    title: str = ""
+    """One line naming the bug the way syzkaller does, stable across kernels, KASLR,
+    compilers and reboots: the family's phrase, then ``in`` and the culprit
+    (``BUG: unable to handle kernel NULL pointer dereference in crashy_null``); the
+    phrase alone when no culprit was found."""
+    culprit: Frame | None = None
+    """The first frame of the report that is not reporting, sanitizer, locking,
+    scheduling, allocation or copy machinery (docs/oops.md), chosen by the report
+    family's rule; ``None`` when the report holds no usable frame."""
+    culprit_name: str | None = None
+    """The culprit as the title names it: no compiler clone suffix, no system call
+    wrapper prefix (``__x64_sys_rmdir`` -> ``sys_rmdir``, syzkaller's rule), and the
+    buckets of stalls and hangs (``smp_call_function``, ``synchronize_rcu``)."""
+    corrupted: bool = False
+    """True when the report is cut off, interleaved with another one, or lacks the
+    part that names its culprit: its title is then less certain."""
+    corrupted_reason: str | None = None
+    """Why the report is corrupted (``no frames``, ``garbled title``, ...)."""
+    family: str = ""
+    """The report family (the row of the family table in docs/oops.md), e.g. ``null``."""
+    caller: str | None = None
+    """The printk caller id of the report's lines (``T164``, ``C0``; CONFIG_PRINTK_CALLER),
+    ``None`` when none was printed.  Lines of other callers are not part of the report."""
+    signature: str = ""
+    """Stable 16-hex-digit identity of the bug (see :mod:`memconsole.oops.signature`)."""
+    signature_basis: str = ""
+    """The text the signature is the hash of, e.g.
+    ``null-pointer|crashy_null [crashy]|crashy_init [crashy]|do_one_initcall|do_init_module``."""

@@ -18,13 +18,13 @@ from typing import NamedTuple
 
 # Private to memconsole.oops; listed for readers, not for star-imports.
 __all__ = [
-    "ARM_CPU_LINE", "ARM_FROM", "BANNER", "CONTEXT_MARK", "CPU_LINE", "CUT_HERE", "EFLAGS_CPU",
-    "EIP_AT", "HEXWORD", "HUNG_HEAD", "HUNG_TAIL", "IP_LINE", "MAX_LINE", "MODULES",
-    "MODULE_TOKEN", "NEEDLES", "NEEDLE_RE", "PANIC", "PC_IS_AT", "PC_LINE", "PID_LINE",
-    "PLUMBING", "PROCESS_LINE", "RIP_LINE", "SLEEPERS", "STANDALONE_KIND", "TAINT_LINE",
-    "TAINT_VERBOSE", "TRACE_HEADER",
-    "USER_CS", "Die", "Line", "Marker", "RawFrame", "die_header", "in_trace_filler", "marker",
-    "panic_category", "parse_frame", "parse_taint", "related", "strip_prefix",
+    "ARM_CPU_LINE", "ARM_FROM", "ARM_FROM_SYM", "BANNER", "CONTEXT_MARK", "CPU_LINE", "CUT_HERE",
+    "EFLAGS_CPU", "EIP_AT", "END_MARKER", "GLUED_DIE", "HEXWORD", "HUNG_HEAD", "HUNG_TAIL",
+    "IP_LINE", "MAX_LINE", "MODULES", "MODULE_TOKEN", "NEEDLES", "NEEDLE_RE", "NIP_LINE", "PANIC",
+    "PC_IS_AT", "PC_LINE", "PID_LINE", "PLAIN_FRAME", "PROCESS_LINE", "PSW_LINE", "RIP_LINE",
+    "START_HINT", "TAINT_LINE", "TAINT_VERBOSE", "TRACE_HEADER", "USER_CS", "Die", "Line",
+    "RawFrame", "die_header", "in_trace_filler", "is_frame", "list_announcement", "panic_category",
+    "parse_frame", "parse_taint", "related", "strip_prefix",
 ]
 
 # printk records are at most 1024 bytes of text (PRINTKRB_RECORD_MAX /
@@ -72,6 +72,17 @@ class Line(NamedTuple):
     """The printk time stamp's seconds and fraction digits, if there was one."""
     caller: bytes | None = None
     """The printk caller id (``T86``, ``C0``) when CONFIG_PRINTK_CALLER printed one."""
+    prefixed: bool = False
+    """A syslog, journal or ``dmesg -T`` prefix was removed."""
+
+    @property
+    def context(self) -> bytes | None:
+        """The printk context the line comes from: its caller id; ``b""`` (the console)
+        for a line with a time stamp or syslog prefix but no caller id; ``None`` for a
+        bare line (user space writing to the console, or a log without prefixes)."""
+        if self.caller is not None:
+            return self.caller
+        return b"" if self.stamp is not None or self.prefixed else None
 
     @property
     def time(self) -> float | None:
@@ -82,15 +93,46 @@ class Line(NamedTuple):
         return int(whole) + int(frac) / float(10 ** len(frac))
 
 
+# kernel/printk/printk.c console_emit_next_record(): "** %lu printk messages dropped **".
+_DROPPED = re.compile(rb"\*\* \d{1,12} printk messages dropped \*\* ?")
+# A printk prefix in the middle of a line: the line's head is someone else's text
+# (a login prompt on the serial console, a message cut short by another CPU's).
+_SPLICE = re.compile(rb"\[ {0,12}\d{1,10}\.\d{6}\](?:\[ {0,10}[TC]\d{1,10}\])? ")
+
+
+# The common forms in one expression: pstore and /dev/kmsg "<4>[   12.345678] ", dmesg
+# "[   12.345678] ", with a caller id "[  T123]" after the stamp or after one space.
+_FAST = re.compile(rb"(?:<\d{1,3}>)?\[ {0,12}(\d{1,10})\.(\d{1,9})\]"
+                   rb"(?: ?\[ {0,10}([TC]\d{1,10})\])? ?")
+
+
+_new_line = tuple.__new__  # Line(...) without the keyword handling of NamedTuple.__new__
+
+
 def strip_prefix(raw: bytes) -> Line:
     """Remove syslog, level, time stamp and caller prefixes from *raw*.
 
     The kernel separates its time stamp (and caller id) from the message by
     exactly one space, so one space is removed after them and any further
-    indentation, which is meaningful (call trace frames), is kept.
+    indentation, which is meaningful (call trace frames), is kept.  A time
+    stamp in the middle of the line starts the line there: what comes before
+    it is another writer's text spliced in (``syzkaller login: [  59.8][ T6792] BUG:``).
     """
-    line = raw[:MAX_LINE]
+    line = raw[:MAX_LINE] if len(raw) > MAX_LINE else raw
+    if line[:1] in (b"<", b"["):
+        m = _FAST.match(line)
+        if m:
+            pos = m.end()
+            if (line.find(b"] ", pos + 9) < 0 and line.find(b"kernel: ", pos, pos + 74) < 0
+                    and not line.startswith(b"**", pos)
+                    and line.find(b" login: ", pos, pos + 80) < 0):
+                rest = line[pos:]
+                if rest[-1:] == b"\r":
+                    rest = rest.rstrip(b"\r")
+                whole, frac, cid = m.groups()
+                return _new_line(Line, (rest, (whole, frac), cid, False))
     pos = 0
+    prefixed = False
     if line[:1] in (b" ", b"\t"):
         # Pasted logs are often indented as a block; keep frame indentation.
         stripped = line.lstrip(b" \t")
@@ -100,10 +142,20 @@ def strip_prefix(raw: bytes) -> Line:
         m = _SYSLOG.match(line, pos)
         if m:
             pos = m.end()
+            prefixed = True
     if line[pos:pos + 1] == b"[" and line[pos + 1:pos + 2].isalpha():
         m = _DMESG_T.match(line, pos)
         if m:
             pos = m.end()
+            prefixed = True
+    if line[pos:pos + 2] == b"**":
+        m = _DROPPED.match(line, pos)
+        if m:
+            pos = m.end()
+    if b" login: " in line[pos:pos + 80]:  # getty's prompt on the serial console
+        at = line.find(b" login: ", pos, pos + 80)
+        if b"\x1b" not in line[pos:at] and b"]" not in line[pos:at]:
+            pos = at + 8
     if line[pos:pos + 1] == b"<":
         m = _LEVEL.match(line, pos)
         if m:
@@ -111,6 +163,10 @@ def strip_prefix(raw: bytes) -> Line:
     stamp: tuple[bytes, bytes] | None = None
     caller: bytes | None = None
     m = _STAMP.match(line, pos) if line[pos:pos + 1] == b"[" else None
+    if m is None and b"] " in line[pos + 9:]:
+        m2 = _SPLICE.search(line, pos + 1)
+        if m2 and not NEEDLE_RE.search(line, pos, m2.start()):
+            m = _STAMP.match(line, m2.start())
     if m:
         stamp = (m.group(1), m.group(2))
         pos = m.end()
@@ -125,140 +181,33 @@ def strip_prefix(raw: bytes) -> Line:
             m = _MONO_HOST.match(line, pos)
             if m:
                 pos = m.end()
-    return Line(line[pos:].rstrip(b"\r"), stamp, caller)
+                prefixed = True
+        if b"] " in line[pos + 9:]:
+            m2 = _SPLICE.search(line, pos + 1)
+            # A report's first line is kept even when another message was glued to it.
+            if m2 and not NEEDLE_RE.search(line, pos, m2.start()):
+                return strip_prefix(line[m2.start():])
+    return Line(line[pos:].rstrip(b"\r"), stamp, caller, prefixed)
 
 
 # --------------------------------------------------------------------------
-# Report start markers, ranked: the first pattern that matches a line wins.
-# Kind values are the strings of memconsole.oops.Kind.
+# Report start lines: the families are in memconsole.oops._families
 # --------------------------------------------------------------------------
-
-
-class Marker(NamedTuple):
-    """A line that starts (or refines) a report."""
-
-    kind: str
-    """The :class:`memconsole.oops.Kind` value this line stands for."""
-    name: str
-    """Which spelling matched (for the headline), e.g. ``list_del corruption``."""
-    groups: dict[str, bytes]
-    """Named groups of the match (missing groups are absent)."""
-
-
-_OOPS = rb"(?:Oops: )?"  # 6.10+ x86 __die_header() prefixes die() strings with "Oops: "
-
-_MARKERS: tuple[tuple[str, str, re.Pattern[bytes]], ...] = (
-    # kernel/panic.c __stack_chk_fail() panics with this text; the bare form is what
-    # other architectures' stack checks print.
-    ("stack-corruption", "stack corruption",
-     re.compile(rb"(?:stack-protector: )?Kernel stack is corrupted in:? ?(?P<where>.{0,300})")),
-    # mm/kasan/report.c print_error_description(): "BUG: KASAN: %s in %pS"
-    # (4.0-4.3 printed "BUG: KASan: use after free in ...").
-    ("kasan", "KASAN",
-     re.compile(rb"BUG: KAS[Aa][Nn]: (?P<what>[\w -]{1,64}?) in (?P<where>.{1,300})")),
-    # kernel/sched/core.c __schedule_bug(): "BUG: scheduling while atomic: %s/%d/0x%08x"
-    # (2.6.2x printed comm/preempt_count/pid).
-    ("scheduling-while-atomic", "scheduling while atomic",
-     re.compile(rb"BUG: scheduling while atomic: "
-                rb"(?P<comm>.{1,64})/(?P<pid>\d{1,10})/0x[0-9a-f]{1,8}")),
-    ("scheduling-while-atomic", "scheduling while atomic",
-     re.compile(rb"BUG: scheduling while atomic: "
-                rb"(?P<comm>.{1,64})/0x[0-9a-f]{1,8}/(?P<pid>\d{1,10})")),
-    # kernel/watchdog.c watchdog_timer_fn(): "BUG: soft lockup - CPU#%d stuck for %us! [%s:%d]"
-    # prefixed "NMI watchdog: " (4.0-4.12, pr_fmt) or "watchdog: " (4.13+).
-    ("soft-lockup", "soft lockup",
-     re.compile(rb"(?:NMI )?(?:watchdog: )?BUG: soft lockup - CPU#(?P<cpu>\d{1,5}) stuck for "
-                rb"(?P<secs>\d{1,10})s! \[(?P<comm>.{0,64}):(?P<pid>\d{1,10})\]")),
-    # arch/x86/mm/fault.c show_fault_oops(): 5.1+ "BUG: kernel NULL pointer dereference,
-    # address: %px"; before "BUG: unable to handle kernel NULL pointer dereference at %p".
-    ("null-pointer", "NULL pointer dereference",
-     re.compile(rb"BUG: kernel NULL pointer dereference, address: ?(?P<addr>\S{1,20})")),
-    ("null-pointer", "NULL pointer dereference",
-     re.compile(rb"BUG: unable to handle kernel NULL pointer dereference at"
-                rb"\s{0,20}(?P<addr>\S{0,20})")),
-    # arch/arm64/mm/fault.c die_kernel_fault(), arch/arm/mm/fault.c __do_kernel_fault():
-    # "Unable to handle kernel %s at virtual address %08lx" (MIPS adds "CPU %d ").
-    ("null-pointer", "NULL pointer dereference",
-     re.compile(rb"(?:CPU \d{1,5} )?Unable to handle kernel NULL pointer dereference at virtual "
-                rb"address (?P<addr>[0-9a-fx]{1,18})")),
-    # arch/x86/mm/fault.c show_fault_oops(): 5.1+ "BUG: unable to handle page fault for
-    # address: %px"; before "BUG: unable to handle kernel paging request at %p".
-    ("page-fault", "page fault",
-     re.compile(rb"BUG: unable to handle page fault for address: ?(?P<addr>\S{1,20})")),
-    ("page-fault", "page fault",
-     re.compile(rb"BUG: unable to handle kernel paging request at (?P<addr>\S{1,20})")),
-    ("page-fault", "page fault",
-     re.compile(rb"(?:CPU \d{1,5} )?Unable to handle kernel (?P<what>[\w -]{1,60}?) at virtual "
-                rb"address (?P<addr>[0-9a-fx]{1,18})")),
-    # arch/x86/kernel/traps.c exc_general_protection(), exc_divide_error(),
-    # exc_invalid_op() -> die(); arch/x86/kernel/dumpstack.c __die_header().
-    ("general-protection", "general protection fault",
-     re.compile(_OOPS + rb"general protection fault(?P<rest>.{0,200})")),
-    ("divide-error", "divide error", re.compile(_OOPS + rb"divide error: [0-9a-f]{1,4}")),
-    ("invalid-opcode", "invalid opcode", re.compile(_OOPS + rb"invalid opcode: [0-9a-f]{1,4}")),
-    # lib/bug.c report_bug() -> "kernel BUG at %s:%u!" (without
-    # CONFIG_DEBUG_BUGVERBOSE the address only).
-    ("bug", "kernel BUG", re.compile(rb"[Kk]ernel BUG at (?P<loc>[^!\s]{1,300})")),
-    # kernel/panic.c __warn(): newest "WARNING: %s:%d at %pS, CPU#%d: %s/%d" (seen on
-    # 6.19-era syzbot kernels), 3.10+ "WARNING: CPU: %d PID: %d at %s:%d %pS",
-    # before "WARNING: at %s:%d %pS()".
-    ("warning", "WARNING",
-     re.compile(rb"WARNING: (?P<loc>\S{1,300}:\d{1,7}) at (?P<func>[^\s,]{1,300}), "
-                rb"CPU#(?P<cpu>\d{1,5}): "
-                rb"(?P<comm>.{0,64})/(?P<pid>\d{1,10})")),
-    ("warning", "WARNING",
-     re.compile(rb"WARNING: CPU: (?P<cpu>\d{1,5}) PID: (?P<pid>\d{1,10}) "
-                rb"at (?P<loc>\S{1,300}?:\d{1,7})"
-                rb"(?: (?P<func>.{1,300}))?")),
-    ("warning", "WARNING",
-     re.compile(rb"WARNING: at (?P<loc>\S{1,300}?:\d{1,7})(?: (?P<func>.{1,300}))?")),
-    # kernel/locking/lockdep.c and kernel/rcu/ splats; they WARN without __warn().
-    ("warning", "lockdep",
-     re.compile(rb"WARNING: (?P<what>possible circular locking dependency detected"
-                rb"|possible recursive locking detected|inconsistent lock state"
-                rb"|suspicious RCU usage|held lock freed!|bad unlock balance detected!"
-                rb"|lock held when returning to user space!"
-                rb"|possible irq lock inversion dependency detected"
-                rb"|[\w-]{1,20}-safe -> [\w-]{1,20}-unsafe lock order detected)")),
-    # kernel/watchdog_perf.c (watchdog_hld.c before 6.7) watchdog_overflow_callback(),
-    # kernel/watchdog.c watchdog_hardlockup_check() (6.7+):
-    # "Watchdog detected hard LOCKUP on cpu %d".
-    ("hard-lockup", "hard lockup",
-     re.compile(rb"(?:NMI watchdog: |watchdog: )?"
-                rb"Watchdog detected hard LOCKUP on cpu (?P<cpu>\d{1,5})")),
-    # kernel/hung_task.c check_hung_task(): "INFO: task %s:%d blocked for more than %ld
-    # seconds." (newest kernels: "blocked in I/O wait for more than").
-    ("hung-task", "hung task",
-     re.compile(rb"INFO: task (?P<comm>.{0,64}):(?P<pid>\d{1,10}) "
-                rb"(?:blocked (?:in I/O wait )?for more "
-                rb"than|can't die for more than) (?P<secs>\d{1,10}) seconds")),
-    # kernel/rcu/tree_stall.h print_cpu_stall(): "INFO: %s self-detected stall on CPU",
-    # print_other_cpu_stall(): "INFO: %s detected stalls on CPUs/tasks:" (pr_fmt "rcu: "
-    # since 4.19; 3.x printed "INFO: rcu_sched_state detected stall on CPU 0").
-    ("rcu-stall", "RCU stall",
-     re.compile(rb"(?:rcu: )?INFO: (?P<flavor>\w{1,32}) (?P<what>self-detected stall on CPU"
-                rb"|detected (?:expedited )?stalls? on CPUs?(?:/tasks)?)")),
-    # lib/ubsan.c ubsan_prologue(): "UBSAN: %s in %s:%d:%d" (4.5-5.x: "UBSAN: Undefined
-    # behaviour in %s:%d:%d").
-    ("ubsan", "UBSAN", re.compile(rb"UBSAN: (?P<what>[\w -]{1,64}?) in (?P<loc>\S{1,300})")),
-    # mm/oom_kill.c dump_header(): "%s invoked oom-killer: gfp_mask=..."
-    ("oom", "oom-killer", re.compile(rb"(?P<comm>.{1,64}?) invoked oom-killer:")),
-    # Everything else the kernel calls a BUG ("BUG: sleeping function called from
-    # invalid context", "BUG: Bad page state", "BUG: workqueue lockup", ...).
-    ("bug", "BUG", re.compile(rb"BUG: (?P<what>.{1,300})")),
-)
 
 #: Every line that can start a report holds one of these words (x86 die()
 #: headers "general protection fault", "divide error", "invalid opcode" and
 #: "Oops" all end in "[#N]").  A line without any cannot start a report,
-#: which is what lets :mod:`memconsole._logscan` skip such lines of a big
+#: which is what lets :mod:`memconsole.oops._scan` skip such lines of a big
 #: log.  Each needle is listed with the byte the scanner looks for and its
 #: position in the needle: the needle's rarest byte in kernel logs, never the
 #: first letter of a month or weekday that syslog and ``dmesg -T`` prefixes
-#: put on every line (hence "F" for INFO, not "N" of "Nov").
+#: put on every line (hence "F" for INFO, not "N" of "Nov").  Every family's
+#: own needle (:attr:`memconsole.oops._families.Family.needle`) holds one
+#: (``tests/oops/test_families.py``).
 NEEDLES: tuple[tuple[bytes, bytes, int], ...] = (
     (b"BUG", b"U", 1),
     (b"Unable to handle", b"U", 0),
+    (b"Unhandled fault", b"U", 0),
     (b"UBSAN", b"U", 0),
     (b"LOCKUP", b"U", 4),
     (b"WARNING", b"W", 0),
@@ -266,9 +215,27 @@ NEEDLES: tuple[tuple[bytes, bytes, int], ...] = (
     (b"Kernel panic", b"K", 0),
     (b"Kernel stack", b"K", 0),
     (b"oom-killer", b"-", 3),
+    # mm/kmemleak.c: each leaked object starts a report; nothing else on its lines.
+    (b"unreferenced object", b"j", 15),
+    # net/core/dev.c netdev_wait_allrefs_any(): "unregister_netdevice: waiting for %s
+    # to become free. Usage count = %d" (its own words are all common letters).
+    (b"Usage count = ", b"U", 0),
+    (b"VFS: Busy inodes", b"F", 1),
+    (b"VFS: Close", b"F", 1),
+    # arch/x86/kernel/traps.c exc_double_fault() (do_double_fault() before 5.8): 4.x
+    # kernels print the registers without a die() header after it.
+    (b"PANIC: double fault", b"I", 3),
     (b"[#", b"#", 1),
 )
+# Start lines without a needle of their own are always followed by a die() header
+# ("[#") within PENDING_LINES lines: arm "Alignment trap:" in kernel mode
+# (arch/arm/mm/alignment.c, then die("Oops - alignment")).
+_NO_NEEDLE_STARTS = (b"Alignment trap:",)
 NEEDLE_RE = re.compile(b"|".join(re.escape(n) for n, _, _ in NEEDLES))
+#: What the line parser looks for before it tries the start-line steps: the needles and
+#: the start lines that come just before a needle line.
+START_HINT = re.compile(b"|".join(re.escape(n) for n in (*(n for n, _, _ in NEEDLES),
+                                                          *_NO_NEEDLE_STARTS)))
 
 # lib/list_debug.c __list_add_valid_or_report() / __list_del_entry_valid_or_report()
 # (before 6.6: __list_add_valid(), __list_del_entry_valid()), CHECK_DATA_CORRUPTION():
@@ -277,21 +244,13 @@ NEEDLE_RE = re.compile(b"|".join(re.escape(n) for n, _, _ in NEEDLES))
 _LIST = re.compile(rb"(?P<what>list_(?:add|del) corruption|list_add double add)\b")
 
 
-def marker(body: bytes) -> Marker | None:
-    """Return the report start marker *body* is, or ``None``."""
-    text = body.lstrip(b" \t")
-    if text[:5] == b"list_":
-        m = _LIST.match(text)
-        if m:
-            return Marker("list-corruption", "list corruption", {"what": m.group("what")})
-    if not NEEDLE_RE.search(text, 0, 400):
+def list_announcement(text: bytes) -> bytes | None:
+    """``list_del corruption`` when *text* (a body without indentation) is a list
+    debugging message, else ``None``."""
+    if text[:5] != b"list_":
         return None
-    for kind, name, pattern in _MARKERS:
-        m = pattern.match(text)
-        if m:
-            groups = {k: v for k, v in m.groupdict().items() if v is not None}
-            return Marker(kind, name, groups)
-    return None
+    m = _LIST.match(text)
+    return m.group("what") if m else None
 
 
 # The first line of a hung-task report when the task's comm contained a newline:
@@ -303,15 +262,23 @@ HUNG_TAIL = re.compile(
 )
 
 # arch/x86/kernel/dumpstack.c __die_header(): "%s: %04lx [#%d]" (6.10+ "Oops: %s: ...");
+# arch/s390/kernel/dumpstack.c die(): "%s: %04x ilc:%d [#%d]";
 # arch/arm64/kernel/traps.c __die() and arch/arm/kernel/traps.c __die():
 # "Internal error: %s: %x [#%d]"; riscv "Oops [#%d]", MIPS "Oops[#%d]:".
 _DIE = (
     re.compile(rb"(?:Oops: )?(?P<what>[A-Za-z][\w ,#-]{0,120}?)(?:: 0x[0-9a-f]{1,16})?: "
-               rb"(?P<err>[0-9a-f]{1,4}) \[#(?P<n>\d{1,6})\]"),
-    re.compile(rb"Internal error: (?P<what>.{1,80}?): ?(?P<err>[0-9a-f]{1,16}) "
+               rb"(?P<err>[0-9a-f]{1,4})(?: ilc:\d)? \[#(?P<n>\d{1,6})\]"),
+    re.compile(rb"Internal error: (?P<what>.{0,80}?): ?(?P<err>[0-9a-f]{1,16}) "
                rb"\[#(?P<n>\d{1,6})\]"),
     re.compile(rb"(?P<what>Oops) ?\[#(?P<n>\d{1,6})\]"),
 )
+
+
+# A die() header glued to the end of another message (no newline between them):
+# "kasan: GPF could be caused by NULL-ptr deref or user memory accessgeneral protection
+# fault: 0000 [#1]".
+GLUED_DIE = re.compile(rb"(?:general protection fault|stack segment|divide error|invalid opcode"
+                       rb"|int3)[^\n]{0,200}?: [0-9a-f]{4} \[#")
 
 
 class Die(NamedTuple):
@@ -319,6 +286,8 @@ class Die(NamedTuple):
 
     what: bytes
     """The die string, e.g. ``Oops``, ``invalid opcode``, ``Oops - BUG``."""
+    internal: bool
+    """arm/arm64 ``Internal error:`` form."""
     number: int
     """The oops counter in ``[#N]``."""
     error: int | None = None
@@ -330,11 +299,11 @@ def die_header(body: bytes) -> Die | None:
     text = body.lstrip(b" \t")
     if b"[#" not in text[:260]:
         return None
-    for pattern in _DIE:
+    for i, pattern in enumerate(_DIE):
         m = pattern.match(text)
         if m:
             err = m.groupdict().get("err")
-            return Die(m.group("what"), int(m.group("n")), int(err, 16) if err else None)
+            return Die(m.group("what"), i == 1, int(m.group("n")), int(err, 16) if err else None)
     return None
 
 
@@ -376,7 +345,12 @@ MODULE_TOKEN = re.compile(rb"[\w-]{1,64}(?:\([A-Z+\-]{1,12}\))?")
 # x86 show_ip()/show_iret_regs(): "RIP: %04x:%pS"; 3.x "RIP: 0010:[<addr>]  [<addr>] %pS";
 # 4.x oops_end() trailer "RIP: %pS RSP: ..."; old "IP: [<addr>] %pS".
 RIP_LINE = re.compile(rb"\s{0,8}RIP: (?:(?P<cs>[0-9a-f]{4}):)?(?P<rest>.{1,600})")
-IP_LINE = re.compile(rb"\s{0,8}(?:IP|EIP): (?:[0-9a-f]{4}:)?(?P<rest>\[<.{1,600})")
+IP_LINE = re.compile(rb"\s{0,8}(?:IP|EIP): (?:[0-9a-f]{4}:)?(?P<rest>(?:\[<|[A-Za-z_]).{1,600})")
+# arch/powerpc/kernel/process.c show_regs(): "NIP [%016lx] %pS" (the "NIP:  ..." register
+# line before it holds no symbol); arch/s390/kernel/dumpstack.c show_registers():
+# "Krnl PSW : %px %px (%pSR)".
+NIP_LINE = re.compile(rb"\s{0,8}NIP \[[0-9a-f]{1,16}\] (?P<rest>.{1,600})")
+PSW_LINE = re.compile(rb"\s{0,8}Krnl PSW : [0-9a-f]{1,16} [0-9a-f]{1,16} \((?P<rest>[^)]{1,600})\)")
 EIP_AT = re.compile(rb"\s{0,8}EIP is at (?P<rest>.{1,600})")
 # arm/arm64 __show_regs(): "PC is at %pS" (before 4.15), "pc : %pS" (4.15+).
 PC_IS_AT = re.compile(rb"\s{0,8}PC is at (?P<rest>.{1,600})")
@@ -388,6 +362,9 @@ USER_CS = frozenset((b"0033", b"0023", b"002b", b"0073", b"e033", b"e02b"))
 TRACE_HEADER = re.compile(rb"\s{0,8}(?:Call Trace|Call trace|Backtrace):?\s{0,4}$")
 CUT_HERE = re.compile(rb"\s{0,8}-{4,}\[ cut here \]-{4,}")
 BANNER = re.compile(rb"\s{0,8}={16,}\s{0,4}$")
+# kernel/panic.c print_oops_end_marker() "---[ end trace %016llx ]---" (after every oops
+# and WARNING) and panic() "---[ end Kernel panic - not syncing: %s ]---".
+END_MARKER = re.compile(rb"\s{0,8}---\[ end (?:trace [0-9a-f]{1,16}|Kernel panic)")
 
 # Register and stack dump lines that may sit inside a call trace.
 _IN_TRACE = re.compile(
@@ -425,6 +402,12 @@ def related(body: bytes) -> bool:
     return bool(_RELATED.match(body))
 
 
+def is_frame(body: bytes) -> bool:
+    """True for a call trace frame line (with an offset: ``func+0x1/0x2``)."""
+    return (b"+0x" in body or b") from [<" in body) and (
+        parse_frame(body) is not None or ARM_FROM.match(body) is not None)
+
+
 # --------------------------------------------------------------------------
 # Call trace frames
 # --------------------------------------------------------------------------
@@ -439,6 +422,9 @@ _SYM = re.compile(
     rb"(?P<func>[A-Za-z_.$][\w.$]{0,255})\+0x(?P<off>[0-9a-f]{1,16})/0x(?P<size>[0-9a-f]{1,16})"
     rb"(?:\s{1,4}\[(?P<mod>[\w-]{1,64})[^\]]{0,200}\])?"
 )
+# The usual frame line, "  ? func+0x1a/0x70 [mod]", in one expression: the same as
+# parse_frame() gives for a line that starts with neither "[<" nor ":" (a test checks).
+PLAIN_FRAME = re.compile(rb"[ \t]*(?:(?P<q>\? ) *)?" + _SYM.pattern)
 # scripts/decode_stacktrace.sh output without offsets: "func (file.c:123)"; syzbot's
 # symbolised "func file.c:123 [inline]".
 _DECODED = re.compile(rb"(?P<func>[A-Za-z_.$][\w.$]{0,255}) \((?:[^()\s]{1,300}:\d{1,7})")
@@ -451,6 +437,11 @@ _RAW = re.compile(
 ARM_FROM = re.compile(
     rb"\s{0,8}\[<[0-9a-f]{1,16}>\] \((?P<func>[^\s()]{1,256})(?: \[(?P<mod>[\w-]{1,64})\])?\)"
     rb" from \[<"
+)
+# arm dump_backtrace_entry() since 5.16 (no addresses): " func from caller+0x10/0x14".
+ARM_FROM_SYM = re.compile(
+    rb"\s{0,8}(?P<func>[A-Za-z_.$][\w.$]{0,255})(?:\+0x[0-9a-f]{1,16}/0x[0-9a-f]{1,16})?"
+    rb"(?: \[(?P<mod>[\w-]{1,64})\])? from [A-Za-z_.$][\w.$]{0,255}\+0x"
 )
 # 2.6.2x "IP: [<f88dec25>] :radeon:radeon_cp_init_ring_buffer+0x90/0x302"
 _OLD_MODPREFIX = re.compile(rb":(?P<mod>[\w-]{1,64}):")
@@ -511,23 +502,6 @@ def parse_frame(text: bytes, *, bare: bool = False) -> RawFrame | None:
 # A stack dump word, never a module name.
 HEXWORD = re.compile(rb"[0-9a-f]{8,16}")
 
-# Functions that report a failure rather than cause it; skipped when naming
-# the culprit of a list corruption.
-PLUMBING = re.compile(
-    r"(?:__?list_|list_|dump_stack|show_stack|dump_backtrace|__warn|warn_slowpath|report_bug"
-    r"|handle_bug|exc_invalid_op|asm_exc_invalid_op|do_trap|do_error_trap|do_invalid_op|invalid_op"
-    r"|panic|vpanic|__stack_chk_fail|__schedule_bug|__die|die|oops_end|bug_handler|brk_handler"
-    r"|call_break_hook|early_brk64|el1_|BUG_|__bug)"
-)
-
-# Scheduler and sleeping-lock internals between "scheduling while atomic" and
-# the code that slept.
-SLEEPERS = re.compile(
-    r"(?:__?schedule|schedule|preempt_schedule|__?cond_resched|_+might_(?:sleep|resched|fault)"
-    r"|might_fault|__?mutex_lock|mutex_lock|down|rt_mutex|rt_spin|wait_for_|__wait_for_|msleep"
-    r"|usleep|io_schedule|__?down_)"
-)
-
 
 def parse_taint(taint: bytes, rest: bytes) -> tuple[str, str | None, str | None]:
     """Taint letters, kernel release and build string from what follows ``Tainted: ``.
@@ -560,7 +534,8 @@ def panic_category(reason: str) -> str:
     kernel/panic.c check_panic_on_warn() "[origin: ]panic_on_warn set ...";
     kernel/watchdog.c "softlockup: hung tasks" and "Hard LOCKUP";
     kernel/hung_task.c "hung_task: blocked tasks"; mm/oom_kill.c "Out of
-    memory: ..." and "System is deadlocked on memory"; kernel/rcu/tree_stall.h
+    memory: ..." and "System is deadlocked on memory"; kernel/sched/core.c
+    __schedule_bug() "scheduling while atomic" (panic_on_warn); kernel/rcu/tree_stall.h
     "RCU Stall"; kernel/exit.c "Attempted to kill init!"; kernel/panic.c
     __stack_chk_fail() and kernel/sched/core.c schedule_debug().
     """
@@ -569,6 +544,10 @@ def panic_category(reason: str) -> str:
         return "fatal"
     if "panic_on_warn set" in r:
         return "warn"
+    if "kmsan.panic set" in r:  # mm/kmsan/report.c kmsan_report()
+        return "kmsan"
+    if r.startswith("scheduling while atomic"):  # kernel/sched/core.c __schedule_bug()
+        return "atomic"
     if r.startswith("softlockup: hung tasks"):
         return "softlockup"
     if r.startswith("hung_task: blocked tasks"):
@@ -584,10 +563,3 @@ def panic_category(reason: str) -> str:
     if "Kernel stack is corrupted" in r or r.startswith("corrupted stack end detected"):
         return "stack"
     return "other"
-
-
-# A panic no report explains still names the kind its reason implies.
-STANDALONE_KIND = {
-    "oom": "oom", "stack": "stack-corruption", "hardlockup": "hard-lockup",
-    "softlockup": "soft-lockup", "hungtask": "hung-task", "rcu": "rcu-stall",
-}

@@ -21,7 +21,18 @@ one of :data:`memconsole._oops_patterns.NEEDLES`, so this module:
 The result equals feeding every line (``parse_all_lines``; tested on every
 fixture and on generated logs).  :func:`scan_stream` reads a binary stream
 block by block, so a log of any size (gzip-compressed too, via the caller's
-``gzip.GzipFile``) is scanned in bounded memory.
+``gzip.GzipFile``) is scanned in bounded memory, whatever it holds:
+
+* one hit is kept per line (the feeder takes a line once however many
+  needles it holds), and a block with more than one needle line in
+  :data:`_DENSE_BYTES` bytes is fed line by line without a hit list (nearly
+  every line of it would be fed anyway), so a flood of ``[#`` costs no
+  memory per hit;
+* the parser reads a line only up to :data:`memconsole.oops._patterns.MAX_LINE`
+  bytes, so of a line longer than :data:`_LONG_LINE` only that head is kept
+  (its newline, line number and byte offsets stay those of the input), and
+  the needle search of :func:`scan_file` splits such a line between chunks
+  deep inside it, where nothing is read.
 """
 
 from __future__ import annotations
@@ -46,9 +57,19 @@ __all__ = ["BLOCK", "CHUNK", "PARALLEL_MIN", "chunk_hits", "find_hits", "parse_a
 
 #: Bytes read per block.
 BLOCK = 1 << 20
-# A "line" longer than this is split here (memory bound); the kernel's own
-# lines are at most 1 KiB.
-_MAX_CARRY = 64 << 20
+# Of a "line" longer than this only the first MAX_LINE bytes are kept (memory
+# bound): the parser looks no further, and the kernel's own lines are at
+# most 1 KiB.  At least MAX_LINE.
+_LONG_LINE = 1 << 20
+# A block or chunk with more needle lines than one per this many bytes is fed
+# every line instead of through a hit list (at least _DENSE_MIN hits).
+_DENSE_BYTES = 512
+_DENSE_MIN = 256
+# The scanners hand out reports when this many are finished.
+_TAKE_AT = 256
+# scan_file() splits a line that runs this far past a chunk's end without a
+# newline (more than MAX_LINE plus the longest needle).
+_SPLIT_MIN = 1 << 20
 
 
 def _hit_pattern() -> tuple[bytes, re.Pattern[bytes]]:
@@ -80,29 +101,64 @@ _TABLE, _HITS = _hit_pattern()
 _SLICE = 1 << 18
 
 
+def _dense_limit(size: int) -> int:
+    return max(_DENSE_MIN, size // _DENSE_BYTES)
+
+
 def find_hits(buf: bytes, lo: int = 0, hi: int | None = None) -> list[int]:
-    """Positions in ``buf[lo:hi]`` inside needle occurrences, sorted (one or more
-    per occurrence, always on the occurrence's line)."""
+    """Positions in ``buf[lo:hi]`` inside needle occurrences, sorted: the first
+    occurrence of each line the expression finds and the first ``[#`` of each
+    line (so at most two per line, always on the occurrence's line)."""
     if hi is None:
         hi = len(buf)
+    return _hits(buf, lo, hi, hi - lo + 1) or []
+
+
+def _hits(buf: bytes, lo: int, hi: int, cap: int) -> list[int] | None:
+    """:func:`find_hits`, or ``None`` as soon as more than *cap* are found."""
     out: list[int] = []
+    nextline = lo  # a hit before this is on a line that already has one
     pos = lo
     while pos < hi:
         # Slices overlap by the longest needle so that none is cut at an edge.
         base = max(lo, pos - 16)
         stop = min(hi, pos + _SLICE)
         view = buf[base:stop].translate(_TABLE)
-        for m in _HITS.finditer(view):
+        m = _HITS.search(view, max(0, nextline - base))
+        while m is not None:
             at = base + m.start()
-            if at >= pos or not out or out[-1] < at:
-                out.append(at)
-        pos = stop
+            if len(out) >= cap:
+                return None
+            out.append(at)
+            nl = buf.find(b"\n", at, hi)
+            nextline = hi if nl < 0 else nl + 1
+            if nextline >= stop:
+                break
+            m = _HITS.search(view, nextline - base)
+        pos = max(stop, nextline)
+    # "[#": memchr for the rare "#" is several times faster than finding the
+    # pair; after many a "#" without "[" the pair is looked for (no Python
+    # step per "#" of a flood of them).
+    dies: list[int] = []
+    misses = 0
     i = buf.find(b"#", lo + 1, hi)
-    dies = []
     while i >= 0:
-        if buf[i - 1] == 0x5B:  # "["
-            dies.append(i)
-        i = buf.find(b"#", i + 1, hi)
+        if buf[i - 1] != 0x5B:  # "["
+            misses += 1
+            if misses < 64:
+                i = buf.find(b"#", i + 1, hi)
+            else:
+                i = buf.find(_DIE, i, hi)
+                i = i + 1 if i >= 0 else -1
+            continue
+        misses = 0
+        if len(out) + len(dies) >= cap:
+            return None
+        dies.append(i)
+        nl = buf.find(b"\n", i, hi)
+        if nl < 0:
+            break
+        i = buf.find(b"#", nl + 2, hi)
     if dies:
         out = sorted(out + dies)
     return out
@@ -115,32 +171,69 @@ class _Feeder:
         self.parser = LineParser()
         self.idx = 0  # line number of the first unprocessed line
         self.base = 0  # stream offset of the current block's byte 0
+        # Bytes left out of the block (the tails of overlong lines): from
+        # block position AT on, stream offsets are DROPPED bytes further on.
+        self.cuts: list[tuple[int, int]] = []
+        #: Stop :meth:`block` early when this many reports wait to be taken
+        #: (streaming: memory stays bounded on a flood of reports).
+        self.pause: int | None = None
+
+    def offset(self, pos: int) -> int:
+        """The stream offset of block position *pos*."""
+        off = self.base + pos
+        for at, dropped in self.cuts:
+            if pos >= at:
+                off += dropped
+        return off
+
+    def advance(self, left: int) -> None:
+        """Make block position *left* the next block's byte 0."""
+        self.base = self.offset(left)
+        self.cuts = [(at - left, d) for at, d in self.cuts if at > left]
 
     def _feed_line(self, buf: bytes, pos: int, end: int) -> int:
         nl = buf.find(b"\n", pos, end)
         stop = end if nl < 0 else nl
-        self.parser.feed(self.idx, self.base + pos, self.base + stop,
+        self.parser.feed(self.idx, self.offset(pos), self.offset(stop),
                          buf[pos:min(stop, pos + _p.MAX_LINE)])
         self.idx += 1
         return stop + 1 if nl >= 0 else end
 
+    def _full(self) -> bool:
+        return self.pause is not None and len(self.parser.done) >= self.pause
+
     def _while_busy(self, buf: bytes, pos: int, end: int) -> int:
         busy = self.parser.busy
-        while pos < end and busy(self.idx):
+        while pos < end and busy(self.idx) and not self._full():
             pos = self._feed_line(buf, pos, end)
         return pos
 
-    def block(self, buf: bytes, end: int, keep: int) -> int:
-        """Process the complete lines of ``buf[:end]``; return the offset of the
-        first line left for the next block: the last *keep* lines not yet fed
-        (they may announce a report starting in the next block)."""
-        pos = self._while_busy(buf, 0, end)
-        for h in find_hits(buf, 0, end):
+    def block(self, buf: bytes, end: int, keep: int, pos: int = 0) -> tuple[int, bool]:
+        """Process the complete lines of ``buf[pos:end]``.
+
+        Returns the offset of the first line left for the next block (the
+        last *keep* lines not yet fed: they may announce a report starting in
+        the next block) and True; or, when :attr:`pause` reports are waiting
+        in the parser, the offset to go on from (call again) and False.
+        """
+        pos = self._while_busy(buf, pos, end)
+        hits = _hits(buf, pos, end, _dense_limit(end - pos))
+        if hits is None:  # needles everywhere: every line, no hit list
+            while pos < end:
+                if self._full():
+                    return pos, False
+                pos = self._feed_line(buf, pos, end)
+            return pos, True
+        for h in hits:
+            if self._full():
+                return pos, False
             if h < pos:
                 continue
             pos = self._while_busy(buf, pos, end)
             if h < pos:
                 continue
+            if self._full():
+                return pos, False
             start = buf.rfind(b"\n", pos, h) + 1 or pos
             back = start
             for _ in range(PENDING_LINES):
@@ -152,6 +245,8 @@ class _Feeder:
             while pos < end and pos <= h:
                 pos = self._feed_line(buf, pos, end)
             pos = self._while_busy(buf, pos, end)
+        if self._full():
+            return pos, False
         stop = end
         for _ in range(keep):
             if stop <= pos:
@@ -159,7 +254,7 @@ class _Feeder:
             stop = buf.rfind(b"\n", pos, stop - 1) + 1 or pos
         stop = max(stop, pos)
         self.idx += buf.count(b"\n", pos, stop)
-        return stop
+        return stop, True
 
 
 def parse_builders(text: bytes) -> list[_Builder]:
@@ -189,35 +284,64 @@ def scan_stream(stream: BinaryIO, progress: Callable[[int], None] | None = None,
     consumed after each block.  Reports are yielded as they close; a
     ``Kernel panic`` line far from its report is not joined to it here
     (use :func:`memconsole.oops.primary_report` on a log that fits in memory).
+    An exception from ``stream.read()`` is raised after the reports in what
+    was read before it.
     """
     feeder = _Feeder()
+    feeder.pause = _TAKE_AT
     carry = b""
     consumed = 0
+    skipping = False  # dropping the tail of an overlong line, up to its newline
+    failure: Exception | None = None
     while True:
-        data = stream.read(block)
+        try:
+            data = stream.read(block)
+        except Exception as exc:  # re-raised below
+            # A stream that breaks off (a corrupt gzip member): what was read
+            # is scanned to its end and its reports handed out first.
+            failure, data = exc, b""
         eof = not data
         consumed += len(data)
+        if skipping and data:
+            at, dropped = feeder.cuts[-1]
+            nl = data.find(b"\n")
+            feeder.cuts[-1] = (at, dropped + (len(data) if nl < 0 else nl))
+            if nl < 0:
+                if progress is not None:
+                    progress(consumed)
+                continue
+            data = data[nl:]
+            skipping = False
         buf = carry + data if carry else data
         if eof:
             end = len(buf)
         else:
             end = buf.rfind(b"\n") + 1
+            if len(buf) - end > max(_LONG_LINE, _p.MAX_LINE):
+                # The parser reads the head of a line only: keep that, drop
+                # the rest of it (counted, so offsets stay true).
+                cut = end + _p.MAX_LINE
+                feeder.cuts.append((cut, len(buf) - cut))
+                buf = buf[:cut]
+                skipping = True
             if end == 0:
-                if len(buf) < _MAX_CARRY:
-                    carry = buf
-                    continue
-                end = len(buf)
-        left = feeder.block(buf, end, 0 if eof else PENDING_LINES)
+                carry = buf
+                continue
+        left, finished = 0, False
+        while not finished:
+            left, finished = feeder.block(buf, end, 0 if eof else PENDING_LINES, left)
+            for b in feeder.parser.take():
+                yield b.report()
         carry = buf[left:]
-        feeder.base += left
-        for b in feeder.parser.take():
-            yield b.report()
+        feeder.advance(left)
         if progress is not None:
             progress(consumed)
         if eof:
             break
     for b in feeder.parser.finish():
         yield b.report()
+    if failure is not None:
+        raise failure
 
 
 # --------------------------------------------------------------------------
@@ -230,19 +354,24 @@ PARALLEL_MIN = 64 << 20
 CHUNK = 16 << 20
 
 
-def chunk_hits(path: str, lo: int, hi: int) -> tuple[list[int], list[int], int]:
+def chunk_hits(path: str, lo: int, hi: int) -> tuple[list[int] | None, list[int], int]:
     """Needle lines in bytes ``[lo, hi)`` of the file *path* (a task; runs in a worker).
 
     Returns the hit positions (absolute), the number of newlines between
-    *lo* and each hit, and the number of newlines in the whole range.
+    *lo* and each hit, and the number of newlines in the whole range.  The
+    positions are ``None`` when the range holds more needle lines than
+    :data:`_DENSE_BYTES` allows: every line of it is to be fed.
     """
     with open(path, "rb") as f:
         f.seek(lo)
         data = f.read(hi - lo)
+    found = _hits(data, 0, len(data), _dense_limit(len(data)))
+    if found is None:
+        return None, [], data.count(b"\n")
     out: list[int] = []
     before: list[int] = []
     pos = lines = 0
-    for h in find_hits(data):
+    for h in found:
         lines += data.count(b"\n", pos, h)
         pos = h
         if not before or before[-1] != lines:  # one hit per line is enough
@@ -269,16 +398,19 @@ class _MapFeeder:
         self.idx += 1
         self.pos = self.size if nl < 0 else nl + 1
 
-    def busy(self) -> None:
-        """Feed lines while the parser may take them."""
+    def busy(self) -> Iterator[Report]:
+        """Feed lines while the parser may take them; yield reports as they close."""
         while self.pos < self.size and self.parser.busy(self.idx):
             self._line()
+            if len(self.parser.done) >= _TAKE_AT:
+                yield from self.take()
 
-    def hit(self, h: int, line: int) -> None:
-        """Feed the line holding position *h* (line number *line*) and what goes with it."""
+    def hit(self, h: int, line: int) -> Iterator[Report]:
+        """Feed the line holding position *h* (line number *line*) and what
+        goes with it; yield reports as they close."""
         if h < self.pos:
             return
-        self.busy()
+        yield from self.busy()
         if h < self.pos:
             return
         mm = self.mm
@@ -292,12 +424,27 @@ class _MapFeeder:
         self.idx, self.pos = line - k, back
         while self.pos < self.size and self.pos <= h:
             self._line()
-        self.busy()
+        yield from self.busy()
+
+    def span(self, lo: int, hi: int, line: int) -> Iterator[Report]:
+        """Feed every line that starts before *hi*, from the one holding
+        position *lo* (line number *line*) on; yield reports as they close."""
+        yield from self.hit(lo, line)
+        while self.pos < min(hi, self.size):
+            self._line()
+            if len(self.parser.done) >= _TAKE_AT:
+                yield from self.take()
+        yield from self.busy()
+
+    def take(self) -> Iterator[Report]:
+        """The reports finished so far."""
+        for b in self.parser.take():
+            yield b.report()
 
 
 def _in_order(pool: concurrent.futures.ProcessPoolExecutor | None, path: str,
               spans: list[tuple[int, int]], ahead: int
-              ) -> Iterator[tuple[int, tuple[list[int], list[int], int]]]:
+              ) -> Iterator[tuple[int, tuple[list[int] | None, list[int], int]]]:
     """``(end, chunk_hits(...))`` per span, in order, at most *ahead* in flight
     (a slow parser must not let results pile up in memory)."""
     if pool is None:
@@ -305,7 +452,7 @@ def _in_order(pool: concurrent.futures.ProcessPoolExecutor | None, path: str,
             yield hi, chunk_hits(path, lo, hi)
         return
     queue: collections.deque[tuple[int, concurrent.futures.Future[
-        tuple[list[int], list[int], int]]]] = collections.deque()
+        tuple[list[int] | None, list[int], int]]]] = collections.deque()
     todo = iter(spans)
     for lo, hi in itertools.islice(todo, ahead):
         queue.append((hi, pool.submit(chunk_hits, path, lo, hi)))
@@ -328,9 +475,13 @@ def scan_file(path: str, progress: Callable[[int], None] | None = None,
             return
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             bounds = [0]
+            reach = max(chunk, _SPLIT_MIN)
             while bounds[-1] < size:
-                nl = mm.find(b"\n", min(bounds[-1] + chunk, size))
-                bounds.append(size if nl < 0 else nl + 1)
+                at = min(bounds[-1] + chunk, size)
+                nl = mm.find(b"\n", at, min(at + reach, size))
+                # No newline in reach: split the line there, far past the
+                # MAX_LINE bytes of it the parser reads.
+                bounds.append(nl + 1 if nl >= 0 else min(at + reach, size))
             if workers is None:
                 workers = min(4, len(os.sched_getaffinity(0))) if size >= PARALLEL_MIN else 1
             spans = list(itertools.pairwise(bounds))
@@ -344,15 +495,18 @@ def scan_file(path: str, progress: Callable[[int], None] | None = None,
                     max_workers=workers, mp_context=multiprocessing.get_context("fork"))
             try:
                 lines = 0
-                for hi, (hits, before, count) in _in_order(pool, path, spans, 2 * workers):
-                    for h, b in zip(hits, before, strict=True):
-                        feeder.hit(h, lines + b)
+                for (lo, _), (hi, (hits, before, count)) in zip(
+                        spans, _in_order(pool, path, spans, 2 * workers), strict=True):
+                    if hits is None:
+                        yield from feeder.span(lo, hi, lines)
+                    else:
+                        for h, b in zip(hits, before, strict=True):
+                            yield from feeder.hit(h, lines + b)
                     lines += count
-                    for r in feeder.parser.take():
-                        yield r.report()
+                    yield from feeder.take()
                     if progress is not None:
                         progress(hi)
-                feeder.busy()
+                yield from feeder.busy()
             finally:
                 if pool is not None:
                     pool.shutdown(cancel_futures=True)

@@ -31,11 +31,11 @@ import hashlib
 import os
 import re
 import stat
-import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from memconsole.errors import ConfigError, CorruptRecordError
+from memconsole.pstore import compress
 
 __all__ = [
     "DEFAULT_PSTORE_DIR",
@@ -71,8 +71,8 @@ TYPE_NAMES: tuple[str, ...] = tuple(sorted(
     ("dmesg", "mce", "console", "ftrace", "rtas", "powerpc-ofw", "powerpc-common",
      "pmsg", "powerpc-opal", "unknown"), key=len, reverse=True))
 
-#: Cap on decompressed size: a dmesg record is at most a few hundred KiB.
-MAX_DECOMPRESSED = 16 << 20
+#: Cap on decompressed size (defined in :mod:`memconsole.pstore.compress`).
+MAX_DECOMPRESSED = compress.MAX_DECOMPRESSED
 
 #: The largest record file memconsole reads (64 MiB); a bigger file is
 #: refused unread and left in place.  No backend writes one this big
@@ -182,19 +182,17 @@ def _inflate(data: bytes, name: str) -> tuple[bytes, str | None]:
     if not data:
         raise CorruptRecordError(f"{name}: compressed record is empty", name)
     last_error = ""
-    for wbits in (-15, 15):
-        d = zlib.decompressobj(wbits)
-        try:
-            out = d.decompress(data, MAX_DECOMPRESSED)
-        except zlib.error as exc:
-            last_error = str(exc)
+    for wbits in (compress.RAW_DEFLATE, compress.ZLIB):
+        res = compress.inflate(data, MAX_DECOMPRESSED, wbits)
+        if res.error:
+            last_error = res.error
             continue
-        if d.unconsumed_tail:
-            return out, f"decompressed size exceeds {MAX_DECOMPRESSED} bytes; truncated"
-        if not d.eof:
-            return out, (f"compressed data truncated after {len(data)} bytes; "
-                         f"recovered {len(out)} bytes of text")
-        return out, None
+        if res.over_cap:
+            return res.data, f"decompressed size exceeds {MAX_DECOMPRESSED} bytes; truncated"
+        if not res.complete:
+            return res.data, (f"compressed data truncated after {len(data)} bytes; "
+                              f"recovered {len(res.data)} bytes of text")
+        return res.data, None
     raise CorruptRecordError(f"{name}: cannot inflate {len(data)} bytes ({last_error})", name)
 
 

@@ -28,7 +28,18 @@ import re
 import zlib
 from typing import Any, NamedTuple
 
-__all__ = ["Decompressed", "decompress"]
+__all__ = ["MAX_DECOMPRESSED", "RAW_DEFLATE", "ZLIB", "Decompressed", "Inflated",
+           "decompress", "inflate"]
+
+#: Cap on decompressed size for records read from a pstore directory: a
+#: dmesg record is at most a few hundred KiB (records decoded from ramoops
+#: memory use the kernel's own cap, 3 x the zone capacity).
+MAX_DECOMPRESSED = 16 << 20
+#: Window bits of raw deflate (``-MAX_WBITS``), what pstore writes since 4.19.
+RAW_DEFLATE = -15
+#: Window bits of a zlib-wrapped stream (pstore before 4.19).
+ZLIB = 15
+_FEED = 64 << 10
 
 # pstore_dump() starts every dmesg record with "%s#%d Part%u\n" (reason,
 # oops count, part) before compressing it.  LZ4 blocks and LZO1X carry no
@@ -51,16 +62,61 @@ class Decompressed(NamedTuple):
     reason: str
 
 
-def _inflate(data: bytes | memoryview, wbits: int, max_out: int) -> bytes | None:
+class Inflated(NamedTuple):
+    """Outcome of :func:`inflate`.
+
+    Attributes:
+        data: the output, at most ``max_out`` bytes (possibly partial).
+        complete: the stream ended (Z_STREAM_END) within the cap.
+        over_cap: the stream would produce more than ``max_out`` bytes.
+        used: input bytes the stream occupied (up to its end when
+            *complete*; otherwise every byte fed to it).
+        error: zlib's message when the input is not a valid stream, else "".
+    """
+
+    data: bytes
+    complete: bool
+    over_cap: bool
+    used: int
+    error: str
+
+
+def inflate(data: bytes | memoryview, max_out: int, wbits: int = RAW_DEFLATE,
+            max_in: int | None = None) -> Inflated:
+    """Inflate one stream from the start of *data*, producing at most
+    *max_out* bytes and reading at most *max_in* input bytes (default all).
+
+    Input is fed 64 KiB at a time, so a stream that fails or ends early
+    costs what it read, not the length of *data* (a memory image can be
+    gigabytes long).  Like zlib_inflate() with Z_FINISH in
+    decompress_record(), a stream is good only if it ends within the cap;
+    a partial result is returned anyway for callers that salvage text.
+    """
+    limit = len(data) if max_in is None else min(len(data), max_in)
     d = zlib.decompressobj(wbits)
+    parts: list[bytes] = []
+    produced = fed = 0
+    pending = b""
     try:
-        out = d.decompress(data, max_out)
-    except zlib.error:
-        return None
-    # Z_STREAM_END within the cap, as decompress_record() requires.
-    if not d.eof or d.unconsumed_tail:
-        return None
-    return out
+        while produced <= max_out and not d.eof:
+            if pending:
+                chunk: bytes | memoryview = pending
+            elif fed < limit:
+                chunk = data[fed:min(limit, fed + _FEED)]
+                fed += len(chunk)
+            else:
+                break
+            # One byte over the cap tells "would exceed" from "exactly fits".
+            out = d.decompress(chunk, max_out + 1 - produced)
+            pending = d.unconsumed_tail
+            parts.append(out)
+            produced += len(out)
+    except zlib.error as exc:
+        return Inflated(b"".join(parts)[:max_out], False, False, fed, str(exc))
+    out = b"".join(parts)
+    over = len(out) > max_out
+    used = fed - len(d.unused_data) - len(pending) if d.eof else fed
+    return Inflated(out[:max_out], d.eof and not over, over, used, "")
 
 
 @functools.cache
@@ -73,12 +129,10 @@ def _optional(name: str) -> Any:
 
 def decompress(body: bytes | memoryview, max_out: int) -> Decompressed:
     """Decompress one dmesg record body, producing at most *max_out* bytes."""
-    out = _inflate(body, -15, max_out)
-    if out is not None:
-        return Decompressed(out, "deflate", "")
-    out = _inflate(body, 15, max_out)
-    if out is not None:
-        return Decompressed(out, "zlib", "")
+    for wbits, method in ((RAW_DEFLATE, "deflate"), (ZLIB, "zlib")):
+        res = inflate(body, max_out, wbits)
+        if res.complete:
+            return Decompressed(res.data, method, "")
     data = bytes(body)  # the optional libraries want bytes
     missing = []
     if data[:4] == b"\x28\xb5\x2f\xfd":  # zstd frame magic

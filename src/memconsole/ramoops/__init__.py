@@ -3,20 +3,24 @@
 Every rule mirrors a function of the kernel (torvalds/linux); each private
 module owns one part and cites its sources:
 
-* geometry (``_ramoops_geometry``): :func:`layout` is ramoops_probe() +
+* geometry (``_geometry``): :func:`layout` is ramoops_probe() +
   ramoops_init_przs()/ramoops_init_prz() (fs/pstore/ram.c), :func:`ecc_layout`
   persistent_ram_init_ecc() (fs/pstore/ram_core.c);
-* one zone (``_ramoops_zone``): :func:`decode_zone` is persistent_ram_post_init(),
+* one zone (``_zone``): :func:`decode_zone` is persistent_ram_post_init(),
   persistent_ram_init_ecc(), persistent_ram_ecc_old() and
   persistent_ram_save_old() (fs/pstore/ram_core.c), with Reed-Solomon in
   ``_rs``;
-* the dmesg header (``_ramoops_dmesg``): :func:`parse_dmesg_header` is
+* the dmesg header (``_dmesg``): :func:`parse_dmesg_header` is
   ramoops_read_kmsg_hdr() with the kernel's vsscanf() semantics (lib/vsprintf.c);
-* records (``_ramoops_records``): built as ramoops_pstore_read() and
+* records (``_records``): built as ramoops_pstore_read() and
   decompress_record() (fs/pstore/platform.c) build them, named as
   pstore_mkfile() (fs/pstore/inode.c) names them;
-* detection (``_ramoops_detect``): :func:`detect` infers the geometry of an
-  image whose parameters are unknown; :func:`scan_headerless` recovers dmesg
+* detection (``_detect``): :func:`detect` infers the geometry of an image
+  whose parameters are unknown, in named steps that mirror ramoops_probe(),
+  ramoops_init_przs() and persistent_ram_post_init();
+* options (``_resolve``): :func:`resolve_geometry` assembles the geometry
+  from module parameters, detection, or both, as ``memconsole decode`` uses it;
+* headerless scan (``_scan``): :func:`scan_headerless` recovers dmesg
   records when no zone header survives.
 
 :func:`decode` ties them together.  Parsers take buffers and return immutable
@@ -27,10 +31,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memconsole.ramoops._detect import Detection, detect, detect_ecc, scan_headerless
+from memconsole.ramoops._detect import MIN_DMESG_ZONE, Detection, detect, detect_ecc
 from memconsole.ramoops._dmesg import DmesgHeader, parse_dmesg_header
 from memconsole.ramoops._geometry import (
     HEADER_SIZE,
+    MAX_ECC_SIZE,
+    MAX_FTRACE_CPUS,
+    MAX_ZONES,
     MIN_MEM_SIZE,
     PERSISTENT_RAM_SIG,
     Buffer,
@@ -45,7 +52,9 @@ from memconsole.ramoops._geometry import (
     rounddown_pow_of_two,
 )
 from memconsole.ramoops._records import Record, build_records, ecc_notice
+from memconsole.ramoops._resolve import Resolved, resolve_geometry
 from memconsole.ramoops._rs_batch import have_numpy
+from memconsole.ramoops._scan import MAX_RECOVERED, scan_headerless
 from memconsole.ramoops._zone import (
     ZoneHeader,
     ZoneResult,
@@ -58,6 +67,11 @@ from memconsole.ramoops._zone import (
 
 __all__ = [
     "HEADER_SIZE",
+    "MAX_ECC_SIZE",
+    "MAX_FTRACE_CPUS",
+    "MAX_RECOVERED",
+    "MAX_ZONES",
+    "MIN_DMESG_ZONE",
     "MIN_MEM_SIZE",
     "PERSISTENT_RAM_SIG",
     "Decoded",
@@ -67,6 +81,7 @@ __all__ = [
     "Geometry",
     "Progress",
     "Record",
+    "Resolved",
     "ZoneHeader",
     "ZoneKind",
     "ZoneOrder",
@@ -83,6 +98,7 @@ __all__ = [
     "layout",
     "parse_dmesg_header",
     "parse_header",
+    "resolve_geometry",
     "rounddown_pow_of_two",
     "scan_headerless",
     "version_code",

@@ -32,6 +32,9 @@ from memconsole.ramoops import _rs
 __all__ = [
     "HEADER",
     "HEADER_SIZE",
+    "MAX_ECC_SIZE",
+    "MAX_FTRACE_CPUS",
+    "MAX_ZONES",
     "MIN_MEM_SIZE",
     "PERSISTENT_RAM_SIG",
     "Buffer",
@@ -55,6 +58,17 @@ HEADER_SIZE = 12
 MIN_MEM_SIZE = 4096
 #: The header as the kernel lays it out (little-endian u32 sig, two atomic_t).
 HEADER = struct.Struct("<Iii")
+#: ramoops_init_przs() allocates its zone array with kcalloc(cnt, sizeof(ptr)),
+#: which fails above KMALLOC_MAX_SIZE (4 MiB with 4 KiB pages, 6.1 and 6.12,
+#: include/linux/slab.h): no probe sets up more zones of one kind.
+MAX_ZONES = (4 << 20) // 8
+#: ftrace zones are nr_cpu_ids of them; no kernel configuration allows more
+#: than NR_CPUS = 8192 (arch/x86/Kconfig MAXSMP, the largest range of any
+#: architecture).
+MAX_FTRACE_CPUS = 8192
+#: init_rs() takes at most 255 - 128 roots for RS(255) over 128-byte blocks
+#: (decode_rs8() in persistent_ram_decode_rs8() pads 255 - ecc - 128 symbols).
+MAX_ECC_SIZE = 127
 
 #: Anything :func:`memconsole.ramoops.decode` accepts as memory: bytes,
 #: bytearray, memoryview, mmap.
@@ -136,6 +150,11 @@ class Geometry:
             # must be non-zero".
             raise ConfigError("mem_size and at least one of record/console/ftrace/pmsg "
                               "size must be non-zero")
+        if ecc > MAX_ECC_SIZE:
+            raise ConfigError(f"ecc {ecc} outside 0..{MAX_ECC_SIZE} (128-byte blocks, RS(255))")
+        if ftrace_cpus > MAX_FTRACE_CPUS:
+            raise ConfigError(f"ftrace_cpus {ftrace_cpus} exceeds NR_CPUS of any kernel "
+                              f"({MAX_FTRACE_CPUS})")
 
         def pow2(v: int) -> int:
             return rounddown_pow_of_two(v) if v else 0
@@ -176,6 +195,8 @@ def _init_przs(kind: ZoneKind, paddr: int, mem_sz: int, record_size: int, cnt: i
                geom: Geometry, out: list[ZoneSpec]) -> int:
     # ramoops_init_przs(): a negative record_size means "cnt zones of
     # mem_sz / cnt"; a positive one means "mem_sz / record_size zones".
+    # Every check runs before a zone is made, so a refused geometry costs
+    # nothing however many zones it would have had.
     if mem_sz == 0 or record_size == 0:
         return paddr
     if record_size < 0:
@@ -195,10 +216,24 @@ def _init_przs(kind: ZoneKind, paddr: int, mem_sz: int, record_size: int, cnt: i
         zone_sz &= ~1  # ALIGN_DOWN(zone_sz, 2)
     if zone_sz == 0:
         raise ConfigError(f"{kind.value} zone size == 0")
-    for i in range(cnt):
-        out.append(ZoneSpec(len(out), kind, i, paddr, zone_sz))
-        paddr += zone_sz
-    return paddr
+    if cnt > MAX_ZONES:
+        raise ConfigError(f"{cnt} {kind.value} zones: kcalloc() of the zone array fails above "
+                          f"{MAX_ZONES} (KMALLOC_MAX_SIZE), the probe with it")
+    _check_zone_size(kind, zone_sz, geom.ecc_size)
+    first = len(out)
+    out.extend([ZoneSpec(first + i, kind, i, paddr + i * zone_sz, zone_sz)
+                for i in range(cnt)])
+    return paddr + cnt * zone_sz
+
+
+def _check_zone_size(kind: ZoneKind, size: int, ecc_size: int) -> None:
+    # persistent_ram_buffer_map(): buffer_size = size - sizeof(struct
+    # persistent_ram_buffer), a size_t that wraps for a zone no larger than
+    # its header; persistent_ram_init_ecc() then refuses what ECC leaves no
+    # room for.  Checked once per zone size, not once per zone.
+    lay = _ecc_fit(size, ecc_size)
+    if isinstance(lay, str):
+        raise ConfigError(f"{kind.value} zones of {size} bytes: {lay}")
 
 
 def _init_prz(kind: ZoneKind, paddr: int, sz: int, geom: Geometry,
@@ -209,6 +244,7 @@ def _init_prz(kind: ZoneKind, paddr: int, sz: int, geom: Geometry,
     if paddr + sz > geom.mem_size:
         raise ConfigError(f"no room for {kind.value} mem region ({sz:#x}@{paddr:#x}) "
                           f"in ({geom.mem_size:#x})")
+    _check_zone_size(kind, sz, geom.ecc_size)
     out.append(ZoneSpec(len(out), kind, 0, paddr, sz))
     return paddr + sz
 
@@ -217,6 +253,9 @@ def layout(geom: Geometry) -> tuple[ZoneSpec, ...]:
     """The zones ramoops_probe() carves out of a region of *geom*.
 
     Raises :class:`ConfigError` where the kernel's probe would fail."""
+    if geom.ftrace_cpus > MAX_FTRACE_CPUS or not 0 <= geom.ecc_size <= MAX_ECC_SIZE:
+        raise ConfigError(f"ftrace_cpus {geom.ftrace_cpus} or ecc_size {geom.ecc_size} "
+                          "outside what a kernel accepts")
     dump_mem_sz = geom.mem_size - geom.console_size - geom.ftrace_size - geom.pmsg_size
     if dump_mem_sz < 0:
         raise ConfigError(f"console+ftrace+pmsg sizes ({geom.console_size}+"
@@ -231,8 +270,6 @@ def layout(geom: Geometry) -> tuple[ZoneSpec, ...]:
     paddr = _init_przs(ZoneKind.FTRACE, paddr, geom.ftrace_size, -1, cpus, geom, zones)
     if geom.order is ZoneOrder.V6_1:
         paddr = _init_prz(ZoneKind.PMSG, paddr, geom.pmsg_size, geom, zones)
-    for z in zones:
-        ecc_layout(z.size, geom.ecc_size, z)
     return tuple(zones)
 
 

@@ -11,11 +11,10 @@ are merged as pstore_ftrace_combine_log() merges them.
 from __future__ import annotations
 
 import os
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from memconsole.pstore.compress import Decompressed, decompress
+from memconsole.pstore.compress import Decompressed, decompress, inflate
 from memconsole.ramoops._dmesg import DmesgHeader, parse_dmesg_header
 from memconsole.ramoops._geometry import MIN_MEM_SIZE, Geometry, ZoneKind
 from memconsole.ramoops._zone import ZoneResult, ZoneStatus
@@ -164,11 +163,7 @@ def _salvage(z: ZoneResult, geom: Geometry, cap: int) -> Record | None:
             if rec.compressed and rec.name.endswith(".enc.z"):
                 # The stored size is lost; trailing bytes may follow the stream.
                 hdr = parse_dmesg_header(data)
-                d = zlib.decompressobj(-15)
-                try:
-                    out = d.decompress(data[hdr.length:], cap)
-                except zlib.error:
-                    out = b""
+                out = inflate(data[hdr.length:], cap).data
                 if out:
                     rec = replace(rec, name=rec.name[:-6], payload=out,
                                   note=note + "; deflate stream possibly cut")

@@ -125,8 +125,9 @@ def decode_zone(region: Buffer, spec: ZoneSpec, ecc_size: int = 0,
     sig, start, size = HEADER.unpack_from(region, spec.offset)
     hdr = ZoneHeader(sig, start % (1 << 64), size % (1 << 64))
     d0 = spec.offset + HEADER_SIZE
-    data = bytes(region[d0:d0 + lay.capacity])
     status, problem = _verdict(spec, hdr, lay.capacity)
+    # An empty zone has nothing to keep or salvage: no copy of its data.
+    data = b"" if status is ZoneStatus.EMPTY else bytes(region[d0:d0 + lay.capacity])
     # persistent_ram_save_old(): oldest byte at `start` once the ring wrapped.
     old = data[hdr.start:hdr.size] + data[:hdr.start] if status is ZoneStatus.OK else b""
     return ZoneResult(spec, status, hdr, lay.capacity, old, 0, 0, problem, data)

@@ -72,6 +72,10 @@ __all__ = [
 ]
 
 _BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+# A ring whose highest seq is past this cannot go on: seq is a u64 that
+# grows by one per record (2^32 below the top leaves room for any batch).
+# No writer gets there (2^64 records); only corrupt or forged records do.
+_SEQ_LIMIT = (1 << 64) - (1 << 32)
 _ZERO4 = b"\0\0\0\0"
 # A record's first 8 bytes with the magic still zero, and alignment padding.
 _HEAD = struct.Struct("<4xI")
@@ -136,6 +140,11 @@ class Ring:
         self._max = max_record(header.data_size)
         raws, self.corrupt = scan_records(self._mv, header.nonce)
         last = max(raws, key=lambda r: r.seq, default=None)
+        if last is not None and last.seq > _SEQ_LIMIT:
+            self._mv.release()
+            raise RingFormatError(f"ring's sequence numbers are used up (a record at data "
+                                  f"offset {last.offset} has seq {last.seq})", "damaged",
+                                  header.version)
         self._seq = last.seq if last else 0
         self._pos = (last.offset + ((last.size + 7) & ~7)) if last else 0
         if self._pos >= self._size:
@@ -146,7 +155,9 @@ class Ring:
                 top = r.source_seq
                 if r.type == RecordType.GAP and len(r.body) >= 8:
                     top += int.from_bytes(r.body[:8], "little") - 1
-                if top > self._source_seq.get(r.boot, -1):
+                # A top past any kernel seq is corruption: it would make a
+                # restarted recorder skip every record of the boot.
+                if top < SEQ_UNKNOWN and top > self._source_seq.get(r.boot, -1):
                     self._source_seq[r.boot] = top
         self._flushed_pos = self._pos
         self._wraps = 0
@@ -177,9 +188,16 @@ class Ring:
                 raise
             reason = str(exc)
             header = cls._format(region)
-        else:
+        boot_id = boot if boot is not None else current_boot_id()
+        try:
+            ring = cls(region, header, boot_id, reason)
+        except RingFormatError as exc:  # sequence numbers used up
+            if reason is not None or not region.may_reset(exc):
+                raise
+            return cls(region, cls._format(region), boot_id, str(exc))
+        if reason is None:
             cls._repair_copies(region, header)
-        return cls(region, header, boot if boot is not None else current_boot_id(), reason)
+        return ring
 
     @staticmethod
     def _format(region: WritableRegion) -> RingHeader:

@@ -25,11 +25,18 @@ __all__ = ["MAX_LINE", "Batch", "KmsgRecord", "LineParser", "SeqTracker", "parse
 #: into records, each but the last flagged ``FLAG_CONT``.
 MAX_LINE = 16 * 1024
 _ESCAPE_RE = re.compile(rb"\\x([0-9a-fA-F]{2})")
+# The longest numbers a record's prefix may have, so that every value fits
+# its field of a ring record: pri 4 digits (the kernel's is at most
+# 255 << 3 | 7 = 2047; the ring's u16 keeps 0xffff for unknown), seq 19
+# (below 2^64 - 1, the ring's "unknown"), ts_usec 15 (31 years; the ring's
+# signed 64-bit ns keep it with the wall-clock offset added).  A longer
+# number is not the kernel's: the line is text.
+_PRI_DIGITS, _SEQ_DIGITS, _USEC_DIGITS = 4, 19, 15
 # One line of a kmsg-format stream: a record (pri, seq, usec, flags, text;
 # fields after the flags ignored, as the ABI asks), a continuation line, or
 # anything else.
 _KMSG_LINE_RE = re.compile(
-    rb"^(?:(\d{1,10}),(\d{1,20}),(\d{1,20}),([^;,\n]{0,64})(?:,[^;\n]{0,200})?;([^\n]*)"
+    rb"^(?:(\d{1,4}),(\d{1,19}),(\d{1,15}),([^;,\n]{0,64})(?:,[^;\n]{0,200})?;([^\n]*)"
     rb"|( [^\n]*)|([^\n]*))\n", re.MULTILINE)
 _Item = tuple[bytes, int, int, int, int, int]
 
@@ -62,16 +69,22 @@ class KmsgRecord(NamedTuple):
     dictionary: bytes
 
 
+def _number(field: bytes, digits: int) -> bool:
+    return 0 < len(field) <= digits and field.isdigit()
+
+
 def parse_kmsg(raw: bytes) -> KmsgRecord | None:
     """Parse one /dev/kmsg record (prefix line and continuation lines);
-    None if *raw* does not have the prefix ``pri,seq,ts,flags;``.  Fields
-    after the flags are ignored, as the ABI asks."""
+    None if *raw* does not have the prefix ``pri,seq,ts,flags;`` with
+    numbers a kernel writes (at most 4, 19 and 15 digits: every value then
+    fits a ring record).  Fields after the flags are ignored, as the ABI
+    asks."""
     head, sep, rest = raw.partition(b";")
     if not sep or len(head) > 200:
         return None
     fields = head.split(b",", 4)
-    if len(fields) < 4 or not (fields[0].isdigit() and fields[1].isdigit()
-                               and fields[2].isdigit()):
+    if len(fields) < 4 or not (_number(fields[0], _PRI_DIGITS) and _number(fields[1], _SEQ_DIGITS)
+                               and _number(fields[2], _USEC_DIGITS)):
         return None
     text, _, more = rest.partition(b"\n")
     dictionary = b""

@@ -32,6 +32,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ BATCH = 4096
 #: A /dev/kmsg record is at most CONSOLE_EXT_LOG_MAX (8 KiB) in 6.x.
 _KMSG_READ = 16 * 1024
 _STREAM_READ = 64 * 1024
+#: /dev/kmsg's device number (drivers/char/mem.c devlist).
+_KMSG_DEV = (1, 11)
 def _boot_offset_ns() -> int:
     """Wall clock minus monotonic clock: turns a kmsg timestamp into a time."""
     return time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -108,6 +111,11 @@ class KmsgSource:
         self.name = name
         self.seqs = SeqTracker(last_seq)
         self.overruns = 0
+
+    def resume(self, last_seq: int | None) -> None:
+        """Skip records up to kernel sequence number *last_seq* (what the
+        ring already holds for this boot)."""
+        self.seqs = SeqTracker(last_seq)
 
     @classmethod
     def open(cls, last_seq: int | None, path: str = "/dev/kmsg") -> KmsgSource:
@@ -154,6 +162,10 @@ class StreamSource:
         self.seqs = SeqTracker(last_seq)
         with contextlib.suppress(OSError):
             os.set_blocking(fd, False)
+
+    def resume(self, last_seq: int | None) -> None:
+        """Skip kmsg-format records up to sequence number *last_seq*."""
+        self.seqs = SeqTracker(last_seq)
 
     def fileno(self) -> int:
         """The descriptor."""
@@ -208,13 +220,16 @@ class RecorderStats:
         records: log records appended.
         lost: records the source lost (sum of gap records).
         overruns: times /dev/kmsg reported EPIPE.
-        stop: why it stopped: ``SIGTERM``, ``SIGINT``, ``end of input``.
+        stop: why it stopped: ``SIGTERM``, ``SIGINT``, ``end of input``,
+            or the source's read error.
+        error: the read error that stopped it (with its reason), or ``""``.
     """
 
     records: int = 0
     lost: int = 0
     overruns: int = 0
     stop: str = ""
+    error: str = ""
 
 
 class Recorder:
@@ -276,29 +291,73 @@ class Recorder:
             if self._signal is not None:
                 break
             if any(fd == source.fileno() for fd, _ in events):
-                more = source.read_into(batch)
+                try:
+                    more = source.read_into(batch)
+                except OSError as exc:
+                    # What was read before the error is still recorded.
+                    stats.error = f"cannot read {source.name}: {exc.strerror}"
+                    more = False
                 stats.lost += sum(g[1] for g in batch.gaps)
                 stats.records += batch.write(ring)
                 ring.flush()
         stats.overruns = getattr(source, "overruns", 0)
-        stats.stop = signal.Signals(self._signal).name if self._signal else "end of input"
+        stats.stop = stats.error or (signal.Signals(self._signal).name if self._signal
+                                     else "end of input")
         self.notify("STOPPING=1")
         ring.append_note(RecordType.STOP, f"memconsole record: stopped ({stats.stop})".encode())
         ring.flush()
         return stats
 
 
-def open_source(spec: str, ring: Ring, fmt: str = "auto") -> KmsgSource | StreamSource:
-    """``kmsg``, ``stdin`` or a path, positioned to continue this boot."""
-    last = ring.last_source_seq()
+def _stream_kind(st: os.stat_result) -> str | None:
+    """Why a source path may not be read, or None: a regular file or a FIFO
+    only.  Opening a device can act on it (a watchdog starts counting);
+    /dev/kmsg itself is ``--source kmsg``."""
+    mode = st.st_mode
+    if stat.S_ISREG(mode) or stat.S_ISFIFO(mode):
+        return None
+    if stat.S_ISCHR(mode):
+        return f"a character device ({os.major(st.st_rdev)}:{os.minor(st.st_rdev)})"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "a socket" if stat.S_ISSOCK(mode) else f"a file of type {stat.S_IFMT(mode):#o}"
+
+
+def open_source(spec: str, fmt: str = "auto", last_seq: int | None = None
+                ) -> KmsgSource | StreamSource:
+    """Open the source ``kmsg`` (/dev/kmsg), ``stdin`` (or ``-``), or a
+    path: a regular file or a FIFO, looked at (``stat``) before it is opened
+    and opened non-blocking (a FIFO without a writer does not hang), its
+    ``fstat`` the inode looked at.  Records up to *last_seq* are skipped
+    (or later: the source's ``resume``).  Raises :class:`ConfigError` with
+    the reason."""
     if spec in ("stdin", "-"):
-        return StreamSource(0, "stdin", fmt, last)
+        try:
+            os.fstat(0)
+        except OSError as exc:
+            raise ConfigError(f"cannot read source stdin: {exc.strerror}") from exc
+        return StreamSource(0, "stdin", fmt, last_seq)
+    what = "/dev/kmsg" if spec == "kmsg" else spec
     try:
         if spec == "kmsg":
-            return KmsgSource.open(last)
+            return KmsgSource.open(last_seq)
+        st = os.stat(spec)
+        if stat.S_ISCHR(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) == _KMSG_DEV:
+            return KmsgSource.open(last_seq, spec)
+        kind = _stream_kind(st)
+        if kind is not None:
+            raise ConfigError(f"source {spec}: {kind}, not a regular file or a FIFO; not "
+                              "opening it (use --source kmsg for the kernel log, --source "
+                              "stdin for a pipe)")
         fd = os.open(spec, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
-        what = "/dev/kmsg" if spec == "kmsg" else spec
-        hint = " (needs root or CAP_SYSLOG)" if exc.errno in (errno.EACCES, errno.EPERM) else ""
+        hint = " (needs root or CAP_SYSLOG)" if exc.errno in (errno.EACCES, errno.EPERM) \
+            and spec == "kmsg" else ""
         raise ConfigError(f"cannot open source {what}: {exc.strerror}{hint}") from exc
-    return StreamSource(fd, spec, fmt, last)
+    now = os.fstat(fd)
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise ConfigError(f"source {spec}: replaced while it was being opened")
+    return StreamSource(fd, spec, fmt, last_seq)

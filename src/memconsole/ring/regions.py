@@ -1,25 +1,34 @@
 """Memory regions a ring lives in: a file, a legacy pmem device, or a
 physical range through /dev/mem.
 
-A ring spec (``--ring SPEC``) is either a path or ``mem:ADDR:SIZE``:
+A ring spec (``--ring SPEC``) is either a path or ``mem:ADDR:SIZE``.  What
+a path names is looked at (``lstat``, and the target of a symbolic link)
+before anything opens it, and only these are opened:
 
-* a regular file (any filesystem; tmpfs and DAX included).  A missing file
-  is created with the requested size; an existing file that is not a ring is
-  refused, never overwritten.
-* a pmem block device (``memmap=nn!ss`` gives ``/dev/pmem0``, driver
-  nd_pmem); a writer given a size uses only the device's first bytes.  Any
-  other block device is refused.  Writes go through the
-  device's page cache and :meth:`Region.flush` (msync) pushes them to the
-  persistent range.
+* a regular file (any filesystem; tmpfs and DAX included), never one of a
+  kernel interface filesystem (proc, sysfs, debugfs, ...).  A missing file
+  is created (``O_CREAT|O_EXCL``) with the requested size; an existing file
+  that is not a ring is refused, never overwritten; a writer never goes
+  through a symbolic link to a file.
+* a pmem block device (``memmap=nn!ss`` gives ``/dev/pmem0``): one that
+  /sys/dev/block places on an nvdimm bus with the nd_pmem (or nd_btt)
+  driver.  Any other block device is refused; a writer given a size uses
+  only the device's first bytes.  Writes go through the device's page cache
+  and :meth:`Region.flush` (msync) pushes them to the persistent range.
 * ``mem:ADDR:SIZE``: a physical range through ``/dev/mem`` (opened with
   O_SYNC, so the mapping is uncached and a store reaches RAM in program
-  order).  The range must be page-aligned and lie inside ``/proc/iomem``
-  entries named ``reserved`` (what ``memmap=nn$ss`` makes) that no driver
-  has claimed a part of, and must not overlap a loaded ramoops (which does
-  not claim its range); anything else, System RAM above all, is refused
-  before /dev/mem is opened.
+  order), after :func:`~memconsole.ring.iomem.check_mem_access` allowed it:
+  reserved in /proc/iomem and unclaimed, no ramoops overlap, and for
+  writing reserved by ``memmap=`` on the kernel command line (or
+  ``force``).
 
-The /proc/iomem and /proc/cmdline parsers are pure; the rest is I/O.
+Character devices, FIFOs, sockets and directories are refused by their
+``lstat``, so naming one never opens it (a watchdog starts counting when
+opened; a FIFO blocks).  The open itself is ``O_NOFOLLOW|O_NONBLOCK``, and
+``fstat`` must show the inode that was checked.
+
+The /proc/iomem and /proc/cmdline rules are pure (:mod:`memconsole.ring.iomem`);
+the rest is I/O.
 """
 
 from __future__ import annotations
@@ -29,7 +38,6 @@ import errno
 import fcntl
 import mmap
 import os
-import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +45,11 @@ from types import TracebackType
 
 from memconsole._common import parse_size
 from memconsole.errors import ConfigError, RegionError, RingFormatError
-from memconsole.ring.format import DATA_OFFSET, VERSION, parse_header
+from memconsole.ring._paths import check_new_file, inspect_path, os_error
+from memconsole.ring.format import DATA_OFFSET, MIN_REGION, VERSION, parse_header
 from memconsole.ring.iomem import (
     IomemEntry,
+    check_mem_access,
     check_mem_range,
     memmap_ranges,
     parse_iomem,
@@ -48,11 +58,14 @@ from memconsole.ring.iomem import (
 
 __all__ = [
     "DEFAULT_RING_SIZE",
+    "MAX_RING_SIZE",
     "IomemEntry",
     "Region",
     "RegionSpec",
     "buffer_region",
+    "check_mem_access",
     "check_mem_range",
+    "check_ring_size",
     "memmap_ranges",
     "open_region",
     "parse_iomem",
@@ -62,11 +75,25 @@ __all__ = [
 
 #: Size of a ring file created without ``--ring-size``.
 DEFAULT_RING_SIZE = 1 << 20
+#: The largest ring a writer formats or attaches to (the reader and the
+#: attach scan copy the whole ring once).
+MAX_RING_SIZE = 1 << 30
 _PAGE = mmap.PAGESIZE
 _IOMEM = Path("/proc/iomem")
 _CMDLINE = Path("/proc/cmdline")
+_FIRMWARE_MEMMAP = Path("/sys/firmware/memmap")
+_DEV_MEM = "/dev/mem"
 _LOCK_DIR = Path("/run/memconsole")
 _RAMOOPS_PARAMS = Path("/sys/module/ramoops/parameters")
+
+
+def check_ring_size(size: int, what: str = "ring size") -> None:
+    """Refuse a ring size outside ``MIN_REGION .. MAX_RING_SIZE``."""
+    if size < MIN_REGION:
+        raise RegionError(f"{what} {size} is below the smallest ring ({MIN_REGION} bytes)")
+    if size > MAX_RING_SIZE:
+        raise RegionError(f"{what} {size} ({size / (1 << 30):.1f} GiB) exceeds the largest "
+                          f"ring memconsole writes ({MAX_RING_SIZE >> 20} MiB)")
 @dataclass(frozen=True)
 class RegionSpec:
     """A parsed ``--ring`` value.
@@ -194,68 +221,49 @@ def buffer_region(data: bytearray, spec: str = "<buffer>") -> Region:
     return Region(spec, "buffer", memoryview(data))
 
 
-def _os_error(spec: str, exc: OSError, doing: str) -> RegionError:
-    hint = ""
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        hint = " (needs root)"
-    elif exc.errno == errno.EBUSY:
-        hint = " (mounted, or another memconsole writer has it)"
-    return RegionError(f"{spec}: cannot {doing}: {exc.strerror}{hint}")
-
-
 def _lock(fd: int, spec: str) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise RegionError(f"{spec}: another memconsole writer has this ring") from exc
-        raise _os_error(spec, exc, "lock") from exc
-
-
-def _is_pmem(st: os.stat_result) -> bool:
-    sysdev = Path(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
-    try:
-        real = str(sysdev.resolve(strict=True))
-    except OSError:
-        return False
-    return "/ndbus" in real or re.search(r"/pmem\d+s?$", real) is not None
-
-
-def _map(spec: str, fd: int, size: int, write: bool, offset: int = 0) -> mmap.mmap:
-    prot = mmap.PROT_READ | (mmap.PROT_WRITE if write else 0)
-    try:
-        return mmap.mmap(fd, size, mmap.MAP_SHARED, prot, offset=offset)
-    except OSError as exc:
-        raise _os_error(spec, exc, "map it") from exc
+        raise os_error(spec, exc, "lock") from exc
 
 
 def _open_path(spec: RegionSpec, write: bool, create_size: int | None) -> Region:
     assert spec.path is not None
-    path = spec.path
+    path, st = inspect_path(spec.text, spec.path, write)
+    flags = ((os.O_RDWR if write else os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW
+             | os.O_NONBLOCK)
     created = False
-    flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_CLOEXEC
-    try:
-        st = os.stat(path)
-        if stat.S_ISBLK(st.st_mode):
-            if not _is_pmem(st):
-                raise RegionError(f"{spec.text}: a block device, but not a pmem device "
-                                  "(nd_pmem); refusing to put a ring on it")
-            if write:
-                # O_EXCL on a block device fails with EBUSY while it is
-                # mounted or claimed (block/bdev.c), and keeps it from being
-                # mounted while the ring is open: never write under a filesystem.
-                flags |= os.O_EXCL
-        fd = os.open(path, flags)
-    except FileNotFoundError:
+    if st is None:
         if not write:
-            raise RegionError(f"{spec.text}: no such file") from None
+            raise RegionError(f"{spec.text}: no such file")
+        check_ring_size(create_size or DEFAULT_RING_SIZE, "--ring-size")
+        check_new_file(spec.text, path)
         try:
             fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-            created = True
         except OSError as exc:
-            raise _os_error(spec.text, exc, "create it") from exc
-    except OSError as exc:
-        raise _os_error(spec.text, exc, "open it") from exc
+            raise os_error(spec.text, exc, "create it") from exc
+        created = True
+    else:
+        if write and stat.S_ISBLK(st.st_mode):
+            # O_EXCL on a block device fails with EBUSY while it is mounted
+            # or claimed (block/bdev.c), and keeps it from being mounted
+            # while the ring is open: never write under a filesystem.
+            flags |= os.O_EXCL
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            raise os_error(spec.text, exc, "open it") from exc
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino, stat.S_IFMT(now.st_mode)) != \
+                (st.st_dev, st.st_ino, stat.S_IFMT(st.st_mode)):
+            os.close(fd)
+            raise RegionError(f"{spec.text}: replaced while it was being opened; not using it")
+        # O_NONBLOCK only kept the open itself from waiting; reads of a
+        # device's header must not fail with EAGAIN.
+        os.set_blocking(fd, True)
     try:
         return _path_region(spec, fd, write, created, create_size)
     except BaseException:
@@ -264,6 +272,14 @@ def _open_path(spec: RegionSpec, write: bool, create_size: int | None) -> Region
             with contextlib.suppress(OSError):
                 path.unlink()
         raise
+
+
+def _map(spec: str, fd: int, size: int, write: bool, offset: int = 0) -> mmap.mmap:
+    prot = mmap.PROT_READ | (mmap.PROT_WRITE if write else 0)
+    try:
+        return mmap.mmap(fd, size, mmap.MAP_SHARED, prot, offset=offset)
+    except OSError as exc:
+        raise os_error(spec, exc, "map it") from exc
 
 
 def _path_region(spec: RegionSpec, fd: int, write: bool, created: bool,
@@ -279,30 +295,38 @@ def _path_region(spec: RegionSpec, fd: int, write: bool, created: bool,
                 # through the mapping would be SIGBUS, not an error.
                 os.posix_fallocate(fd, 0, size)
             except OSError as exc:
-                raise _os_error(spec.text, exc, f"allocate {size} bytes") from exc
+                raise os_error(spec.text, exc, f"allocate {size} bytes") from exc
         else:
             size = st.st_size
+            if write and not MIN_REGION <= size <= MAX_RING_SIZE:
+                raise RegionError(f"{spec.text}: {size} bytes; a ring has "
+                                  f"{MIN_REGION}..{MAX_RING_SIZE} bytes (a ring file that does "
+                                  "not exist yet is created with --ring-size)")
             if create_size is not None and create_size != size:
                 warnings = (f"{spec.text} exists with {size} bytes; keeping that size, "
                             f"not {create_size}",)
-    elif stat.S_ISBLK(st.st_mode):
+    else:
         kind = "pmem"
-        size = os.lseek(fd, 0, os.SEEK_END)
+        device = os.lseek(fd, 0, os.SEEK_END)
+        size = device
         if write and create_size is not None:
             # A ring in the first create_size bytes of the device (its header
             # says so: readers map the device and read only that much).
-            if create_size > size:
+            if create_size > device:
                 raise RegionError(f"{spec.text}: --ring-size {create_size} exceeds the "
-                                  f"device's {size} bytes")
+                                  f"device's {device} bytes")
             size = create_size
         elif write:
             # Without a size, a device that holds a ring keeps that ring's size.
             with contextlib.suppress(RingFormatError):
-                size = parse_header(os.pread(fd, DATA_OFFSET, 0), size).region_size
-    else:
-        raise RegionError(f"{spec.text}: not a regular file or a pmem block device")
+                held = parse_header(os.pread(fd, DATA_OFFSET, 0), device).region_size
+                if MIN_REGION <= held <= device:   # a header's claim is checked too
+                    size = held
+            if size > MAX_RING_SIZE:
+                raise RegionError(f"{spec.text}: the device has {device} bytes, more than the "
+                                  f"largest ring ({MAX_RING_SIZE >> 20} MiB); give --ring-size")
     if size <= 0:
-        raise RegionError(f"{spec.text}: empty")
+        raise RegionError(f"{spec.text}: empty (0 bytes)")
     if write:
         _lock(fd, spec.text)
     mm = _map(spec.text, fd, size, write)
@@ -324,7 +348,7 @@ def _mem_lock(spec: RegionSpec, devmem_fd: int) -> int | None:
     try:
         _LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(_LOCK_DIR / f"mem-{spec.address:x}.lock",
-                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError:
         _lock(devmem_fd, spec.text)
         return None
@@ -344,26 +368,53 @@ def _ramoops_params() -> dict[str, bytes]:
     return out
 
 
-def _open_mem(spec: RegionSpec, write: bool) -> Region:
-    assert spec.address is not None and spec.size is not None
-    check_mem_range(parse_iomem(_read_proc(_IOMEM)), spec.address, spec.size)
-    # ramoops maps its range without claiming it in /proc/iomem (the vmap
-    # path of fs/pstore/ram_core.c): ask its module parameters.
-    theirs = ramoops_range(_ramoops_params())
-    if theirs and theirs[0] < spec.address + spec.size and spec.address < sum(theirs):
-        raise RegionError(f"{spec.text}: overlaps the range ramoops uses "
-                          f"({theirs[0]:#x}+{theirs[1]:#x})")
-    warnings: tuple[str, ...] = ()
-    with contextlib.suppress(RegionError):
-        ranges = memmap_ranges(_read_proc(_CMDLINE))
-        if not any(a <= spec.address and spec.address + spec.size <= a + s for a, s in ranges):
-            warnings = (f"{spec.text}: reserved, but not by a memmap=SIZE$ADDR option on "
-                        "the kernel command line; make sure firmware does not use it",)
-    flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_SYNC | os.O_CLOEXEC
+def _firmware_map() -> list[IomemEntry] | None:
+    """/sys/firmware/memmap (the firmware's e820 table, before ``memmap=``
+    changed it) as entries, or None when the kernel has none."""
     try:
-        fd = os.open("/dev/mem", flags)
+        names = sorted((n for n in os.listdir(_FIRMWARE_MEMMAP) if n.isdigit()), key=int)
+    except OSError:
+        return None
+    out = []
+    for name in names[:4096]:
+        d = _FIRMWARE_MEMMAP / name
+        try:
+            out.append(IomemEntry(int((d / "start").read_text().strip(), 16),
+                                  int((d / "end").read_text().strip(), 16),
+                                  (d / "type").read_text().strip(), 0))
+        except (OSError, ValueError):
+            continue
+    return out or None
+
+
+def _open_dev_mem(spec: RegionSpec, write: bool) -> int:
+    """Open /dev/mem, after making sure it is the memory device (1:1)."""
+    try:
+        st = os.lstat(_DEV_MEM)
     except OSError as exc:
-        raise _os_error(spec.text, exc, "open /dev/mem") from exc
+        raise os_error(spec.text, exc, f"look at {_DEV_MEM}") from exc
+    if not stat.S_ISCHR(st.st_mode) or os.major(st.st_rdev) != 1 or os.minor(st.st_rdev) != 1:
+        raise RegionError(f"{spec.text}: {_DEV_MEM} is not the memory device (1:1)")
+    flags = ((os.O_RDWR if write else os.O_RDONLY) | os.O_SYNC | os.O_CLOEXEC
+             | os.O_NOFOLLOW)
+    try:
+        return os.open(_DEV_MEM, flags)
+    except OSError as exc:
+        raise os_error(spec.text, exc, f"open {_DEV_MEM}") from exc
+
+
+def _open_mem(spec: RegionSpec, write: bool, force: bool) -> Region:
+    assert spec.address is not None and spec.size is not None
+    cmdline = None
+    with contextlib.suppress(OSError):
+        cmdline = _CMDLINE.read_bytes()
+    # ramoops maps its range without claiming it in /proc/iomem (the vmap
+    # path of fs/pstore/ram_core.c): its module parameters say where it is.
+    warnings = check_mem_access(parse_iomem(_read_proc(_IOMEM)), spec.address, spec.size,
+                                cmdline=cmdline, firmware=_firmware_map(),
+                                ramoops=ramoops_range(_ramoops_params()), write=write,
+                                force=force)
+    fd = _open_dev_mem(spec, write)
     lock_fd = None
     try:
         if write:
@@ -378,16 +429,23 @@ def _open_mem(spec: RegionSpec, write: bool) -> Region:
                   lock_fd=lock_fd)
 
 
-def open_region(spec: str, *, write: bool = False, create_size: int | None = None) -> Region:
+def open_region(spec: str, *, write: bool = False, create_size: int | None = None,
+                force: bool = False) -> Region:
     """Open the region named by *spec* for reading or, with *write*, for
     one writer (an exclusive lock; a second writer gets :class:`RegionError`).
 
     A writer creates a missing file of *create_size* bytes (default
     :data:`DEFAULT_RING_SIZE`); for an existing file *create_size* only
-    draws a warning when it differs.
+    draws a warning when it differs.  *force* lets a ``mem:`` range be used
+    that the kernel command line did not reserve (see
+    :func:`~memconsole.ring.iomem.check_mem_access`); nothing else.
+    What the spec names is checked before it is opened or created (see the
+    module docstring): a :class:`RegionError` means nothing was created or
+    written, and no device, FIFO or socket was opened.
     """
     parsed = parse_spec(spec)
+    if write and create_size is not None:
+        check_ring_size(create_size, "--ring-size")
     if parsed.path is None:
-        return _open_mem(parsed, write)
+        return _open_mem(parsed, write, force)
     return _open_path(parsed, write, create_size)
-
