@@ -193,3 +193,103 @@ def test_any_text_gives_a_config_and_never_raises(lines: list[str]) -> None:
     assert isinstance(cfg, Config)
     assert all(isinstance(w, str) and "\n" not in w for w in cfg.warnings)
     assert cfg.method in config.METHODS
+
+
+# The commands take their defaults from the file (cli/_sources.py).
+
+
+def _main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from memconsole.cli import main
+
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture
+def conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("MEMCONSOLE_RING", raising=False)
+    path = tmp_path / "memconsole.conf"
+    monkeypatch.setenv(config.CONFIG_ENV, str(path))
+    return path
+
+
+def test_collect_list_and_show_take_the_archive_from_the_file(
+        tmp_path: Path, conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import lab_fixture
+
+    archive, pstore = tmp_path / "archive", tmp_path / "pstore"
+    names = lab_fixture("6.12", "null", pstore)
+    conf.write_text(f"archive = {archive}\n")
+    rc, _, err = _main(capsys, "collect", "--pstore", str(pstore))
+    assert rc == 0 and "into " + str(archive) in err, err
+    assert sorted(p.name for p in archive.glob("boots/*/dmesg-*")) == sorted(names)
+    rc, out, err = _main(capsys, "list", "--pstore", str(pstore), "--json")
+    assert rc == 0 and err == "", err
+    assert len(out.splitlines()) == 1
+    rc, out, _ = _main(capsys, "show", "--pstore", str(pstore))
+    assert rc == 0 and "crashy_null" in out
+    # An explicit --archive wins over the file.
+    other = tmp_path / "other"
+    rc, out, err = _main(capsys, "list", "--pstore", str(pstore), "--archive", str(other))
+    assert out == "" and "no crash events" in err, (rc, out, err)
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\xff\xfe\x00garbage\x00" * 40,
+    b"archive = relative/path\nring = mem:zz:1M\n[section]\nnot a line\x00\n",
+])
+def test_collect_with_a_garbage_file_still_archives(
+        tmp_path: Path, conf: Path, capsys: pytest.CaptureFixture[str], garbage: bytes) -> None:
+    from conftest import lab_fixture
+
+    pstore, archive = tmp_path / "pstore", tmp_path / "archive"
+    names = lab_fixture("6.12", "null", pstore)
+    conf.write_bytes(garbage)
+    rc, _, err = _main(capsys, "collect", "--pstore", str(pstore), "--archive", str(archive))
+    assert rc == 0, err
+    assert sorted(p.name for p in archive.glob("boots/*/dmesg-*")) == sorted(names)
+    assert os.listdir(pstore) == []
+    # One warning line, naming the file (then collect's own summary line).
+    lines = err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"memconsole collect: {conf}"), err
+    assert lines[1].startswith("memconsole collect: 2 archived"), err
+
+
+def test_collect_with_an_unreadable_file_still_archives(
+        tmp_path: Path, conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import lab_fixture
+
+    pstore, archive = tmp_path / "pstore", tmp_path / "archive"
+    names = lab_fixture("6.12", "null", pstore)
+    conf.mkdir()
+    rc, _, err = _main(capsys, "collect", "--pstore", str(pstore), "--archive", str(archive))
+    assert rc == 0, err
+    assert len(list(archive.glob("boots/*/dmesg-*"))) == len(names)
+    assert "cannot read the configuration" in err and len(err.splitlines()) == 2, err
+
+
+def test_record_and_list_take_the_ring_from_the_file(
+        tmp_path: Path, conf: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ring = tmp_path / "console.ring"
+    log = tmp_path / "log.txt"
+    log.write_text("first line from the configured ring\nsecond line\n")
+    conf.write_text(f"ring = {ring}\narchive = {tmp_path / 'archive'}\n")
+    rc, _, err = _main(capsys, "record", "--source", str(log), "--format", "text")
+    assert rc == 0, err
+    assert ring.stat().st_size > 0
+    rc, out, err = _main(capsys, "show", "--ring", str(ring), "--boot", "all")
+    assert rc == 0, err
+    assert "first line from the configured ring" in out
+    # $MEMCONSOLE_RING still wins over the file.
+    env_ring = tmp_path / "env.ring"
+    monkeypatch.setenv("MEMCONSOLE_RING", str(env_ring))
+    rc, _, err = _main(capsys, "record", "--source", str(log), "--format", "text")
+    assert rc == 0, err
+    assert env_ring.exists()
+    # Without any ring: the error names all three ways of giving one.
+    monkeypatch.delenv("MEMCONSOLE_RING")
+    conf.write_text("ring = none\n")
+    rc, _, err = _main(capsys, "record", "--source", str(log))
+    assert rc == 1 and "ring = in /etc/memconsole.conf" in err, err

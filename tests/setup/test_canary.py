@@ -203,4 +203,4 @@ def test_command(tmp_path: Path) -> None:
     assert lost.returncode == 5, lost.stdout + lost.stderr
     assert ": lost: the canary of boot 11111111-" in lost.stdout
     none = _cli(env={"MEMCONSOLE_CONFIG": str(tmp_path / "missing.conf")})
-    assert none.returncode == 1 and "no canary configured" in none.stderr
+    assert none.returncode == 4 and "no canary configured" in none.stderr

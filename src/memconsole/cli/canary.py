@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from memconsole.cli._output import warn
-from memconsole.cli.exitcodes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_OK
+from memconsole.cli.exitcodes import EXIT_CHECK_FAILED, EXIT_DATA_MISSING, EXIT_ERROR, EXIT_OK
 from memconsole.render import write_jsonl
 
 __all__ = ["register", "run"]
@@ -25,8 +25,8 @@ def register(sub: Any) -> None:
         "this boot's canary.  Run once per boot, early (memconsole-collect.service does); "
         "a second run in the same boot changes nothing.  The page format is in "
         "docs/doctor.md.  Exit status 0 when every canary survived (or there was none "
-        "to check yet), 5 when one was lost or damaged, 1 when a page cannot be read "
-        "or written.")
+        "to check yet), 5 when one was lost or damaged, 4 when no canary is configured, "
+        "1 when a page cannot be read or written.")
     p.add_argument("--check", action="store_true",
                    help="only check and print: record nothing, write nothing")
     p.add_argument("--write", action="store_true",
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if not specs:
         warn("canary", "no canary configured: give --canary SPEC or set canary = in "
              f"{args.config or config.default_path()} (memconsole setup reserves one)")
-        return EXIT_ERROR
+        return EXIT_DATA_MISSING
     archive = args.archive or cfg.archive
     boot_id = canary.read_boot_id()
     check = not args.write or args.check

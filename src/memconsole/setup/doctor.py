@@ -197,19 +197,21 @@ def _ramoops(ctx: _Context) -> Finding:
                        f"ramoops is loaded without a memory region (mem_size {size})",
                        options.replace("ADDR", "0x...").replace("SIZE", "0x..."))
     want = _mem(ctx.cfg.ramoops)
-    if want is not None:
-        if ctx.cfg.method == "reserve-mem":
-            if name in ("(null)", "") or size != want[1]:
-                return Finding("ramoops", Status.FAIL,
-                               f"{detail}; {ctx.config_name} says reserve_mem of "
-                               f"{want[1]:#x} bytes through ramoops.mem_name",
-                               "ramoops.mem_name=NAME with reserve_mem=SIZE:4096:NAME on the "
-                               "kernel command line (memconsole setup --method reserve-mem)")
-        elif (addr, size) != want:
-            fix = options.replace("ADDR", f"{want[0]:#x}").replace("SIZE", f"{want[1]:#x}")
+    if ctx.cfg.method == "reserve-mem":
+        # setup writes no ramoops = line for reserve_mem (the kernel picks the
+        # address): the module must have found its region by name.
+        if name in ("(null)", "") or (want is not None and size != want[1]):
+            said = f"reserve_mem of {want[1]:#x} bytes" if want is not None else "reserve_mem"
             return Finding("ramoops", Status.FAIL,
-                           f"ramoops uses {_rng(addr or 0, size)}, but {ctx.config_name} says "
-                           f"ramoops = {ctx.cfg.ramoops}", fix)
+                           f"{detail}; {ctx.config_name} says method = reserve-mem: {said} "
+                           "through ramoops.mem_name",
+                           "ramoops.mem_name=NAME with reserve_mem=SIZE:4096:NAME on the "
+                           "kernel command line (memconsole setup --method reserve-mem)")
+    elif want is not None and (addr, size) != want:
+        fix = options.replace("ADDR", f"{want[0]:#x}").replace("SIZE", f"{want[1]:#x}")
+        return Finding("ramoops", Status.FAIL,
+                       f"ramoops uses {_rng(addr or 0, size)}, but {ctx.config_name} says "
+                       f"ramoops = {ctx.cfg.ramoops}", fix)
     if record is not None and record < MIN_RECORD_SIZE:
         return Finding("ramoops", Status.WARN,
                        f"{detail}: records of {record} bytes cut a crash report short",
@@ -451,6 +453,10 @@ def _recorders(ctx: _Context) -> list[tuple[int, str | None]]:
             env = _read(p / "environ") or ""
             ring = next((e.split("=", 1)[1] for e in env.split("\0")
                          if e.startswith("MEMCONSOLE_RING=")), None)
+        if ring is None:
+            # Neither --ring nor $MEMCONSOLE_RING: record takes ring = from
+            # the configuration (cli/_sources.py), the one checked here.
+            ring = ctx.cfg.ring
         out.append((int(p.name), ring))
     return out
 
@@ -589,7 +595,9 @@ def _reservation(ctx: _Context) -> Finding:
                            f"method reserve-mem, but {' and '.join(missing)} not on the "
                            "kernel command line", "memconsole setup --method reserve-mem, "
                            "update-grub, reboot")
-        ranges = [r for r in ranges if r[0] != "ramoops"]
+        # The reserve_mem region is System RAM the kernel set aside by name, not
+        # a memmap= range: only the ring and the canary are checked below.
+        ranges = [r for r in ranges if not r[0].startswith("ramoops")]
     if not ranges:
         return Finding("reservation", Status.OK,
                        "nothing to check: no mem: range configured and ramoops not loaded")
