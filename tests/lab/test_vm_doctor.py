@@ -1,12 +1,15 @@
 """``memconsole doctor`` and ``memconsole canary`` on a live guest (Debian
-6.12 under QEMU/TCG), healthy and with each fault, in two drills of two
-boots each.
+6.12 and 6.1 under QEMU/TCG), healthy and with each fault, in two drills of
+two boots each per kernel.
 
 Both drills reserve what ``memconsole setup`` reserves: ramoops at
 0x7000000 (1 MiB, the lab's own ``memmap=``), then one more ``memmap=`` for
 the ring (1 MiB at 0x7100000) and the canary page (0x7200000), and write
-the configuration block setup writes (to ``$OUT/memconsole.conf``, named by
-``MEMCONSOLE_CONFIG``; the guest's /etc is the host's, read-only).  The
+the configuration block setup writes, spelt as setup spells it
+(memconsole.setup.files.config_block: sizes in hex), to
+``$OUT/memconsole.conf``, named by ``MEMCONSOLE_CONFIG`` (the guest's /etc
+is the host's, read-only).  The recorder is given the ring as ``1M``: the
+same range in another spelling.  The
 archive is on the drill's share, so it outlives a QEMU process.
 
 Drill "faults" (one QEMU process, a warm reset between the boots):
@@ -55,6 +58,9 @@ pytestmark = pytest.mark.vm
 RAMOOPS = "mem:0x7000000:1M"
 RING = "mem:0x7100000:1M"
 CANARY = "mem:0x7200000:4096"
+# As memconsole setup writes them (planner.Range.spec()).
+RAMOOPS_SETUP = "mem:0x7000000:0x100000"
+RING_SETUP = "mem:0x7100000:0x100000"
 # The lab adds ramoops's own memmap=0x100000$0x7000000; this one is the ring
 # and the canary page after it.
 CMDLINE = ("memmap=0x101000$0x7100000",)
@@ -65,9 +71,9 @@ COMMON = rf"""
     ARCH="$OUT/archive"
     cat > "$MEMCONSOLE_CONFIG" <<'EOF'
 # BEGIN memconsole setup
-ramoops = {RAMOOPS}
-ring = {RING}
+ring = {RING_SETUP}
 canary = {CANARY}
+ramoops = {RAMOOPS_SETUP}
 method = memmap
 panic = 1
 # END memconsole setup
@@ -100,7 +106,8 @@ EOF
     doctor() {{
         mc doctor --json > "$OUT/doctor.$1.jsonl" 2> "$OUT/doctor.$1.err"
         echo $? > "$OUT/doctor.$1.rc"
-        mc doctor > "$OUT/doctor.$1.txt" 2>&1
+        [ "$2" = text ] && mc doctor > "$OUT/doctor.$1.txt" 2>&1
+        return 0
     }}
     recorder() {{
         {PY} -m memconsole record --ring {RING} > "$OUT/rec.$1.log" 2>&1 &
@@ -131,13 +138,13 @@ FAULTS_STAGE2 = COMMON + r"""
     echo "memconsole-lab: after collect" > /dev/kmsg
     sleep 1
     snap healthy
-    doctor healthy
+    doctor healthy text
     kill "$(cat "$OUT/rec.2.pid")"; sleep 1
     snap recorder-stopped
     doctor recorder-stopped
     echo 0 > /proc/sys/kernel/panic
     snap no-panic
-    doctor no-panic
+    doctor no-panic text
     umount /sys/fs/pstore
     snap pstore-unmounted
     doctor pstore-unmounted
@@ -187,7 +194,7 @@ def drills(kernel: Any) -> dict[str, Any]:
     }
 
 
-def _keep(result: Any, name: str) -> None:
+def _keep(result: Any, name: str, release: str) -> None:
     """With MEMCONSOLE_DOCTOR_FIXTURES=1, save the drill's trees as the
     unit tests' fixtures (tests/fixtures/doctor/capture.py)."""
     if os.environ.get("MEMCONSOLE_DOCTOR_FIXTURES") != "1":
@@ -195,7 +202,7 @@ def _keep(result: Any, name: str) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fixtures" / "doctor"))
     import capture
 
-    capture.save(result, kernel_for("6.12").release, name)
+    capture.save(result, release, name)
 
 
 def _doctor(out: Any, name: str) -> tuple[dict[str, dict[str, str]], int]:
@@ -213,9 +220,14 @@ def _only_new_failure(before: dict[str, dict[str, str]], after: dict[str, dict[s
     assert failed - failed_before == set(checks), (failed, failed_before)
 
 
-def test_doctor_healthy_then_each_fault(lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    result = lab.run(drills(kernel_for("6.12"))["faults"], tmp_path / "faults")
-    _keep(result, "faults")
+KERNELS = pytest.mark.parametrize("release", ["6.12", "6.1"])
+
+
+@KERNELS
+def test_doctor_healthy_then_each_fault(lab, tmp_path, release) -> None:  # type: ignore[no-untyped-def]
+    kernel = kernel_for(release)
+    result = lab.run(drills(kernel)["faults"], tmp_path / "faults")
+    _keep(result, "faults", kernel.release)
     out = result.output
     assert result.boots == 2
     assert out("canary.1.rc").strip() == "0", out("canary.1.txt")
@@ -263,18 +275,22 @@ def test_doctor_healthy_then_each_fault(lab, tmp_path) -> None:  # type: ignore[
     assert "records of 4096 bytes" in small["ramoops"]["detail"]
     assert "record_size=0x4000" in small["ramoops"]["fix"]
     assert small["backend"]["status"] == "ok"
-    for name in ("healthy", "recorder-stopped", "no-panic", "pstore-unmounted",
-                 "ramoops-unloaded", "small-records"):
+    for name in ("healthy", "no-panic"):
         text = out(f"doctor.{name}.txt").splitlines()
         assert len(text) == len(healthy) + 1, text  # one line per check, one summary
 
 
-def test_doctor_backend_and_canary_lost(lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    result = lab.run(drills(kernel_for("6.12"))["backend"], tmp_path / "backend")
-    _keep(result, "backend")
+@KERNELS
+def test_doctor_backend_and_canary_lost(lab, tmp_path, release) -> None:  # type: ignore[no-untyped-def]
+    kernel = kernel_for(release)
+    result = lab.run(drills(kernel)["backend"], tmp_path / "backend")
+    _keep(result, "backend", kernel.release)
     out = result.output
-    assert "already in use: ignoring 'ramoops'" in out("dmesg-pstore.1.txt"), \
-        out("dmesg-pstore.1.txt")
+    # fs/pstore/platform.c pstore_register() refuses ramoops; the message
+    # changed between the two kernels (seen in these drills).
+    refused = ("pstore: ignoring unexpected backend 'ramoops'" if release == "6.1" else
+               "pstore: backend 'efi_pstore' already in use: ignoring 'ramoops'")
+    assert refused in out("dmesg-pstore.1.txt"), out("dmesg-pstore.1.txt")
     efi, rc = _doctor(out, "efi-backend")
     assert rc == 5
     assert efi["backend"]["status"] == "fail"

@@ -1,6 +1,6 @@
 """``memconsole doctor`` on trees captured from a real guest
-(tests/fixtures/doctor, recipe capture.py there: Debian 6.12 under QEMU,
-each tree one step of the drills in tests/lab/test_vm_doctor.py).  The
+(tests/fixtures/doctor, recipe capture.py there: Debian 6.12 and 6.1 under
+QEMU, each tree one step of the drills in tests/lab/test_vm_doctor.py).  The
 configuration is the one those drills wrote; the canary's history is made
 by memconsole.setup.canary itself for the tree's boot id."""
 
@@ -22,17 +22,23 @@ from memconsole.config import Config
 from memconsole.setup import canary
 from memconsole.setup.doctor import CHECKS, Finding, Paths, Status, run_checks
 
-TREES = FIXTURES / "doctor" / "6.12"
+DOCTOR = FIXTURES / "doctor"
 CFG = Config(ramoops="mem:0x7000000:1M", ring="mem:0x7100000:1M",
              canary="mem:0x7200000:4096", method="memmap", panic=1)
 EARLIER = uuid.UUID("11111111-2222-4333-8444-555555555555").bytes
 T0 = 1_700_000_000_000_000_000
 
 
-def tree(tmp_path: Path, name: str) -> Paths:
+@pytest.fixture(params=["6.12", "6.1"])
+def trees(request: pytest.FixtureRequest) -> Path:
+    """The captured trees of one kernel (Debian 6.12, 6.1)."""
+    return DOCTOR / str(request.param)
+
+
+def tree(trees: Path, tmp_path: Path, name: str) -> Paths:
     """A copy of the captured tree *name* (so a test may change it)."""
     dst = tmp_path / name
-    shutil.copytree(TREES / name / "root", dst, symlinks=True)
+    shutil.copytree(trees / name / "root", dst, symlinks=True)
     return Paths.of_tree(dst)
 
 
@@ -61,8 +67,8 @@ def statuses(findings: list[Finding]) -> dict[str, str]:
     return {f.check: f.status.value for f in findings}
 
 
-def test_healthy_tree_is_all_ok(tmp_path: Path) -> None:
-    paths = tree(tmp_path, "healthy")
+def test_healthy_tree_is_all_ok(trees: Path, tmp_path: Path) -> None:
+    paths = tree(trees, tmp_path, "healthy")
     survived(paths)
     found = by_check(run_checks(CFG, paths))
     assert statuses(list(found.values())) == dict.fromkeys(CHECKS, "ok"), found
@@ -82,10 +88,10 @@ def test_healthy_tree_is_all_ok(tmp_path: Path) -> None:
     assert all(f.fix == "" for f in found.values())
 
 
-def test_records_waiting_and_no_recorder_yet(tmp_path: Path) -> None:
+def test_records_waiting_and_no_recorder_yet(trees: Path, tmp_path: Path) -> None:
     """Right after the warm reset: the crash's records wait, the recorder
     has not started, the canary is not checked in this boot yet."""
-    paths = tree(tmp_path, "pending")
+    paths = tree(trees, tmp_path, "pending")
     found = by_check(run_checks(CFG, paths))
     names = sorted(p.name for p in (paths.sysfs / "fs/pstore").iterdir())
     assert names, "the capture should hold the crash's records"
@@ -106,9 +112,9 @@ def test_records_waiting_and_no_recorder_yet(tmp_path: Path) -> None:
      "mount -t pstore pstore /sys/fs/pstore"),
     ("ramoops-unloaded", "ramoops", "ramoops is not loaded", "modprobe ramoops"),
 ])
-def test_each_fault_fails_its_line(tmp_path: Path, name: str, check: str, detail: str,
-                                   fix: str) -> None:
-    paths = tree(tmp_path, name)
+def test_each_fault_fails_its_line(trees: Path, tmp_path: Path, name: str, check: str,
+                                   detail: str, fix: str) -> None:
+    paths = tree(trees, tmp_path, name)
     survived(paths)
     found = by_check(run_checks(CFG, paths))
     assert found[check].status is Status.FAIL, found[check]
@@ -116,7 +122,7 @@ def test_each_fault_fails_its_line(tmp_path: Path, name: str, check: str, detail
     assert fix in found[check].fix
 
 
-def test_faults_add_up_one_line_each(tmp_path: Path) -> None:
+def test_faults_add_up_one_line_each(trees: Path, tmp_path: Path) -> None:
     """The drill piles the faults up; each tree fails exactly one more line
     (ramoops removed also leaves pstore without a backend)."""
     steps = [("healthy", set()), ("recorder-stopped", {"recorder"}), ("no-panic", {"panic"}),
@@ -124,15 +130,15 @@ def test_faults_add_up_one_line_each(tmp_path: Path) -> None:
                                                        {"ramoops", "backend"})]
     failed: set[str] = set()
     for name, new in steps:
-        paths = tree(tmp_path, name)
+        paths = tree(trees, tmp_path, name)
         survived(paths)
         now = {f.check for f in run_checks(CFG, paths) if f.status is Status.FAIL}
         assert now - failed == new, (name, now, failed)
         failed = now
 
 
-def test_no_backend_after_rmmod(tmp_path: Path) -> None:
-    paths = tree(tmp_path, "ramoops-unloaded")
+def test_no_backend_after_rmmod(trees: Path, tmp_path: Path) -> None:
+    paths = tree(trees, tmp_path, "ramoops-unloaded")
     assert (paths.sysfs / "module/pstore/parameters/backend").read_text().strip() == "(null)"
     found = by_check(run_checks(CFG, paths))
     assert found["backend"].detail == ("no pstore backend is registered (ramoops is not "
@@ -141,8 +147,8 @@ def test_no_backend_after_rmmod(tmp_path: Path) -> None:
     assert found["reservation"].status is Status.OK
 
 
-def test_efi_pstore_holds_the_backend(tmp_path: Path) -> None:
-    paths = tree(tmp_path, "efi-backend")
+def test_efi_pstore_holds_the_backend(trees: Path, tmp_path: Path) -> None:
+    paths = tree(trees, tmp_path, "efi-backend")
     found = by_check(run_checks(CFG, paths))
     assert found["backend"].status is Status.FAIL
     assert found["backend"].detail.startswith("efi_pstore holds the pstore backend")
@@ -152,16 +158,16 @@ def test_efi_pstore_holds_the_backend(tmp_path: Path) -> None:
     assert found["ramoops"].status is Status.OK
 
 
-def test_small_records(tmp_path: Path) -> None:
-    paths = tree(tmp_path, "small-records")
+def test_small_records(trees: Path, tmp_path: Path) -> None:
+    paths = tree(trees, tmp_path, "small-records")
     found = by_check(run_checks(CFG, paths))
     assert found["ramoops"].status is Status.WARN
     assert "records of 4096 bytes cut a crash report short" in found["ramoops"].detail
     assert "record_size=0x4000" in found["ramoops"].fix
 
 
-def test_ramoops_elsewhere_than_configured(tmp_path: Path) -> None:
-    paths = tree(tmp_path, "healthy")
+def test_ramoops_elsewhere_than_configured(trees: Path, tmp_path: Path) -> None:
+    paths = tree(trees, tmp_path, "healthy")
     cfg = replace(CFG, ramoops="mem:0x8000000:1M")
     found = by_check(run_checks(cfg, paths, config_name="/etc/memconsole.conf"))
     assert found["ramoops"].status is Status.FAIL
@@ -174,8 +180,8 @@ def test_ramoops_elsewhere_than_configured(tmp_path: Path) -> None:
     assert "memmap=" in found["reservation"].fix
 
 
-def test_reservation_not_on_the_command_line(tmp_path: Path) -> None:
-    paths = tree(tmp_path, "healthy")
+def test_reservation_not_on_the_command_line(trees: Path, tmp_path: Path) -> None:
+    paths = tree(trees, tmp_path, "healthy")
     cmdline = paths.procfs / "cmdline"
     words = [w for w in cmdline.read_text().split() if w != "memmap=0x101000$0x7100000"]
     cmdline.write_text(" ".join(words) + "\n")
@@ -186,17 +192,17 @@ def test_reservation_not_on_the_command_line(tmp_path: Path) -> None:
                                                "command line")
 
 
-def test_iomem_without_addresses(tmp_path: Path) -> None:
+def test_iomem_without_addresses(trees: Path, tmp_path: Path) -> None:
     """/proc/iomem as a user other than root sees it (captured as uid 65534)."""
-    paths = tree(tmp_path, "small-records")
+    paths = tree(trees, tmp_path, "small-records")
     shutil.copy(paths.procfs / "iomem.nonroot", paths.procfs / "iomem")
     found = by_check(run_checks(CFG, paths))
     assert found["reservation"].status is Status.WARN
     assert found["reservation"].fix == "run as root"
 
 
-def test_canary_lost_and_first(tmp_path: Path) -> None:
-    paths = tree(tmp_path, "cold-start")
+def test_canary_lost_and_first(trees: Path, tmp_path: Path) -> None:
+    paths = tree(trees, tmp_path, "cold-start")
     written = {"boot_id": str(uuid.UUID(bytes=EARLIER)), "time_ns": T0, "seq": 3}
     canary_result(paths, bytes(canary.PAGE_SIZE), written=written)
     found = by_check(run_checks(CFG, paths))
@@ -205,16 +211,16 @@ def test_canary_lost_and_first(tmp_path: Path) -> None:
     assert "was lost: the page was cleared (all zero)" in found["canary"].detail
     assert "reboot warm" in found["canary"].fix
 
-    paths = tree(tmp_path / "2", "boot1")
+    paths = tree(trees, tmp_path / "2", "boot1")
     canary_result(paths, bytes(canary.PAGE_SIZE))
     found = by_check(run_checks(CFG, paths))
     assert found["canary"].status is Status.WARN
     assert found["canary"].detail.startswith("the first canary was written at ")
 
 
-def test_canary_checked_in_another_boot(tmp_path: Path) -> None:
-    paths = tree(tmp_path, "healthy")
-    other = tree(tmp_path / "other", "boot1")
+def test_canary_checked_in_another_boot(trees: Path, tmp_path: Path) -> None:
+    paths = tree(trees, tmp_path, "healthy")
+    other = tree(trees, tmp_path / "other", "boot1")
     # boot1's tree checked the canary; the healthy tree is a later boot.
     canary_result(other, canary.encode_page(EARLIER, T0, 1))
     shutil.copytree(other.under(CFG.archive), paths.under(CFG.archive))
@@ -224,8 +230,8 @@ def test_canary_checked_in_another_boot(tmp_path: Path) -> None:
     assert found["canary"].fix.startswith("memconsole canary")
 
 
-def test_no_canary_configured(tmp_path: Path) -> None:
-    found = by_check(run_checks(replace(CFG, canary=None), tree(tmp_path, "healthy")))
+def test_no_canary_configured(trees: Path, tmp_path: Path) -> None:
+    found = by_check(run_checks(replace(CFG, canary=None), tree(trees, tmp_path, "healthy")))
     assert found["canary"].status is Status.WARN
     assert "memconsole setup" in found["canary"].fix
     assert found["reservation"].detail.startswith("ramoops 0x7000000+0x100000, ring "
@@ -275,17 +281,17 @@ def _systemd(paths: Paths, *, collect_before: bool = False, conf: str = "",
     ({"conf": "Storage=none"}, "ok", "leaves the records alone"),
     ({"conf": "Storage=journal", "collect_before": True}, "ok", "runs before it"),
 ])
-def test_systemd_pstore(tmp_path: Path, setup: dict[str, object], status: str,
+def test_systemd_pstore(trees: Path, tmp_path: Path, setup: dict[str, object], status: str,
                         words: str) -> None:
-    paths = tree(tmp_path, "healthy")
+    paths = tree(trees, tmp_path, "healthy")
     _systemd(paths, **setup)  # type: ignore[arg-type]
     found = by_check(run_checks(CFG, paths))["systemd-pstore"]
     assert found.status.value == status, found
     assert words in found.detail
 
 
-def test_systemd_pstore_masked_or_absent(tmp_path: Path) -> None:
-    paths = tree(tmp_path, "healthy")
+def test_systemd_pstore_masked_or_absent(trees: Path, tmp_path: Path) -> None:
+    paths = tree(trees, tmp_path, "healthy")
     paths.under("run/systemd/system").mkdir(parents=True)
     assert by_check(run_checks(CFG, paths))["systemd-pstore"].detail == (
         "systemd-pstore is not installed")
@@ -295,11 +301,11 @@ def test_systemd_pstore_masked_or_absent(tmp_path: Path) -> None:
     assert "masked" in by_check(run_checks(CFG, paths))["systemd-pstore"].detail
 
 
-def test_ram_wipe_variable(tmp_path: Path) -> None:
+def test_ram_wipe_variable(trees: Path, tmp_path: Path) -> None:
     """UEFI's MemoryOverwriteRequestControl as efivarfs shows it (4 bytes of
     attributes, then the value).  QEMU shows none without a TPM, so this
     file is made here, in the layout efivarfs gives every variable."""
-    paths = tree(tmp_path, "healthy")
+    paths = tree(trees, tmp_path, "healthy")
     efivars = paths.sysfs / "firmware/efi/efivars"
     efivars.mkdir(parents=True)
     assert by_check(run_checks(CFG, paths))["ram-wipe"].status is Status.WARN  # not mounted
@@ -330,11 +336,11 @@ def _cli(*args: str, conf: Path) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "MEMCONSOLE_CONFIG": str(conf)})
 
 
-def test_command_json_schema_and_exit_status(tmp_path: Path) -> None:
+def test_command_json_schema_and_exit_status(trees: Path, tmp_path: Path) -> None:
     conf = tmp_path / "memconsole.conf"
     conf.write_text("ramoops = mem:0x7000000:1M\nring = mem:0x7100000:1M\n"
                     "canary = mem:0x7200000:4096\nmethod = memmap\npanic = 1\nnonsense\n")
-    healthy = tree(tmp_path, "healthy")
+    healthy = tree(trees, tmp_path, "healthy")
     survived(healthy)
     ok = _cli("--json", "--root", str(healthy.root), conf=conf)
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -343,7 +349,7 @@ def test_command_json_schema_and_exit_status(tmp_path: Path) -> None:
     assert [r["check"] for r in rows] == list(CHECKS)
     assert all(set(r) == {"check", "status", "detail", "fix"} for r in rows)
     assert {r["status"] for r in rows} == {"ok"}
-    bad = _cli("--root", str(tree(tmp_path, "no-panic").root), conf=conf)
+    bad = _cli("--root", str(tree(trees, tmp_path, "no-panic").root), conf=conf)
     assert bad.returncode == 5
     lines = bad.stdout.splitlines()
     assert len(lines) == len(CHECKS) + 1
