@@ -67,6 +67,10 @@ CMDLINE = ("memmap=0x101000$0x7100000",)
 PY = shlex.quote(sys.executable)  # the lab runs the host's interpreter in the guest
 
 COMMON = rf"""
+    # Bytecode in the guest's tmpfs: each of the drill's memconsole commands
+    # after the first in a boot starts without compiling the package again.
+    unset PYTHONDONTWRITEBYTECODE
+    export PYTHONPYCACHEPREFIX=/run/tmp/pycache
     export MEMCONSOLE_CONFIG="$OUT/memconsole.conf"
     ARCH="$OUT/archive"
     cat > "$MEMCONSOLE_CONFIG" <<'EOF'
