@@ -51,7 +51,9 @@ _DROPIN = "memconsole-ring.conf"
 # A word safe both in a unit file (no %, $, quotes, spaces) and inside the
 # collect unit's sh -c '...'.
 _SAFE = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
-_EXEC_RE = re.compile(r"(?<![\w/.-])memconsole(?= (?:collect|record|canary)\b)")
+# "memconsole" as a command word: after "=", a space, or "=-" (a command
+# whose failure the unit ignores), never inside a path or another name.
+_EXEC_RE = re.compile(r"(?:(?<![\w/.-])|(?<==-))memconsole(?= (?:collect|record|canary)\b)")
 
 
 @dataclass(frozen=True)
@@ -145,11 +147,10 @@ def render_unit(text: str, command: Command) -> str:
     lines = text.splitlines()
     execs = 0
     for i, line in enumerate(lines):
-        if line.startswith("ExecStart="):
+        if line.startswith(("ExecStart=", "ExecStartPre=")):
             lines[i], n = _EXEC_RE.subn(" ".join(command.argv), line)
             if n != 1:
-                raise ConfigError(f"ExecStart= line {line!r} has {n} memconsole commands, "
-                                  "expected 1")
+                raise ConfigError(f"line {line!r} has {n} memconsole commands, expected 1")
             execs += 1
     if not execs:
         raise ConfigError("unit has no ExecStart= line")
