@@ -95,6 +95,7 @@ def test_the_command_runs_this_memconsole(tmp_path: Path) -> None:
     assert "--journal" in proc.stdout  # this tree's collect
     collect = (tmp_path / "etc/systemd/system/memconsole-collect.service").read_text()
     assert f"exec {' '.join(command.argv)} collect $$keep'" in collect
+    assert f"\nExecStartPre=-{' '.join(command.argv)} canary\n" in collect
 
 
 def test_enable_links_are_those_of_systemctl(tmp_path: Path) -> None:

@@ -3,6 +3,9 @@ directories, the archive, a ring), shared by ``collect``, ``show`` and
 ``list`` so the three agree on defaults.  Finding and reading the sources
 is the library's (memconsole.pstore.find_sources, memconsole.history);
 this module turns options into its parameters and prints its warnings.
+An option not given takes its default from /etc/memconsole.conf
+(memconsole.config.load(): ``archive``, ``ring``), read once per command
+and only when an option needs it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
     from memconsole.history import CrashEvent
 
 __all__ = ["RING_ENV", "EventList", "add_archive_arg", "add_pstore_arg", "add_ring_arg",
-           "all_events", "pstore_sources", "ring_spec", "warn"]
+           "all_events", "configured", "pstore_sources", "ring_spec", "warn"]
 
 #: Environment variable that gives ``--ring`` its default for ``record``,
 #: ``collect`` and ``list`` (systemd units read it from /etc/default/memconsole).
@@ -38,32 +41,65 @@ def add_pstore_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def add_archive_arg(parser: argparse.ArgumentParser) -> None:
-    """``--archive DIR``."""
-    parser.add_argument("--archive", metavar="DIR", type=Path, default=DEFAULT_ARCHIVE_DIR,
-                        help=f"the memconsole archive (default {DEFAULT_ARCHIVE_DIR})")
+    """``--archive DIR``, by default the configuration's ``archive``."""
+    parser.add_argument("--archive", metavar="DIR", type=Path, default=None,
+                        help="the memconsole archive (default: archive = in "
+                        f"/etc/memconsole.conf, else {DEFAULT_ARCHIVE_DIR})")
 
 
 def add_ring_arg(parser: argparse.ArgumentParser, what: str, env_default: bool = True) -> None:
-    """``--ring SPEC``, by default from ``$MEMCONSOLE_RING``."""
+    """``--ring SPEC``, by default from ``$MEMCONSOLE_RING``, else the
+    configuration's ``ring``."""
     default = os.environ.get(RING_ENV) or None if env_default else None
     parser.add_argument(
         "--ring", metavar="SPEC", default=default,
         help=f"{what}: a ring file, a pmem device (/dev/pmem0), or mem:ADDR:SIZE for a "
         "memmap-reserved physical range through /dev/mem"
-        + (f" (default ${RING_ENV})" if env_default else ""))
+        + (f" (default ${RING_ENV}, else ring = in /etc/memconsole.conf)"
+           if env_default else ""))
+    parser.set_defaults(ring_from_config=env_default)
+
+
+def configured(args: argparse.Namespace, command: str) -> None:
+    """Give ``--archive`` and ``--ring`` their configured defaults when not
+    set: one :func:`memconsole.config.load`, its problems one warning line
+    (a broken file never stops a command; its keys keep their defaults)."""
+    if getattr(args, "config_applied", False):
+        return
+    args.config_applied = True
+    archive = hasattr(args, "archive") and args.archive is None
+    ring = getattr(args, "ring_from_config", False) and not args.ring
+    if not (archive or ring):
+        return
+    from memconsole import config
+
+    cfg = config.load()
+    if cfg.warnings:
+        more = len(cfg.warnings) - 1
+        warn(command, text(cfg.warnings[0]) + (f" (and {more} more problem"
+                                                f"{'s' if more > 1 else ''} in the file)"
+                                                if more else ""))
+    if archive:
+        args.archive = cfg.archive
+    if ring:
+        args.ring = cfg.ring
 
 
 def ring_spec(args: argparse.Namespace) -> str:
     """The ``--ring`` value, or a :class:`ConfigError` saying how to give one."""
+    configured(args, "record")
     if not args.ring:
-        raise ConfigError(f"no ring: give --ring SPEC or set ${RING_ENV}")
+        raise ConfigError(f"no ring: give --ring SPEC, set ${RING_ENV} or ring = in "
+                          "/etc/memconsole.conf")
     return str(args.ring)
 
 
 def pstore_sources(args: argparse.Namespace, command: str) -> list[PstoreSource]:
     """The pstore directories of ``--pstore`` (or the defaults), their
     warnings printed.  An explicit ``--pstore`` that is missing is a
-    :class:`ConfigError`."""
+    :class:`ConfigError`.  Also gives ``--archive`` and ``--ring`` their
+    configured defaults (:func:`configured`)."""
+    configured(args, command)
     sources, warnings = find_sources(args.pstore)
     for line in warnings:
         warn(command, line)
@@ -89,6 +125,7 @@ def all_events(args: argparse.Namespace, command: str) -> EventList:
     from memconsole.archive import Archive
     from memconsole.history import crash_history
 
+    configured(args, command)
     history = crash_history(Archive(args.archive), pstore_sources(args, command),
                             getattr(args, "ring", None))
     for line in history.warnings:

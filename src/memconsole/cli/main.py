@@ -42,6 +42,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "memconsole.cli.verify",
     "memconsole.cli.metrics",
     "memconsole.cli.report",
+    "memconsole.cli.doctor",
+    "memconsole.cli.canary",
 )
 
 

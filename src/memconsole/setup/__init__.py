@@ -1,5 +1,4 @@
-"""``memconsole setup``: plan the reservation, write the boot configuration,
-undo it.
+"""Getting a machine ready to keep its last words, and proving it.
 
 * :mod:`~memconsole.setup.kernel`: pure readers of bzImage headers, kernel
   configurations and module ``.modinfo`` sections;
@@ -11,7 +10,9 @@ undo it.
 * :mod:`~memconsole.setup.files`: the files a plan becomes, GRUB escaping
   and its checks;
 * :mod:`~memconsole.setup.install`: the transaction that installs them,
-  the manifest and ``--undo``.
+  the manifest and ``--undo``;
+* :mod:`~memconsole.setup.doctor`: the live checks (``memconsole doctor``);
+* :mod:`~memconsole.setup.canary`: the survival canary (``memconsole canary``).
 
 The package imports nothing at start-up; import the module you need.
 """

@@ -51,7 +51,9 @@ _DROPIN = "memconsole-ring.conf"
 # A word safe both in a unit file (no %, $, quotes, spaces) and inside the
 # collect unit's sh -c '...'.
 _SAFE = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
-_EXEC_RE = re.compile(r"(?<![\w/.-])memconsole(?= (?:collect|record)\b)")
+# "memconsole" as a command word: after "=", a space, or "=-" (a command
+# whose failure the unit ignores), never inside a path or another name.
+_EXEC_RE = re.compile(r"(?:(?<![\w/.-])|(?<==-))memconsole(?= (?:collect|record|canary)\b)")
 
 
 @dataclass(frozen=True)
@@ -143,13 +145,15 @@ def render_unit(text: str, command: Command) -> str:
     for name, value in command.environment:
         _check_words((name, value), "environment")
     lines = text.splitlines()
-    count = 0
+    execs = 0
     for i, line in enumerate(lines):
-        if line.startswith("ExecStart="):
+        if line.startswith(("ExecStart=", "ExecStartPre=")):
             lines[i], n = _EXEC_RE.subn(" ".join(command.argv), line)
-            count += n
-    if count != 1:
-        raise ConfigError(f"unit has {count} memconsole commands in ExecStart=, expected 1")
+            if n != 1:
+                raise ConfigError(f"line {line!r} has {n} memconsole commands, expected 1")
+            execs += 1
+    if not execs:
+        raise ConfigError("unit has no ExecStart= line")
     places = sorted({str(Path(command.argv[0]).parent)}
                     | {value for name, value in command.environment if name == "PYTHONPATH"})
     for place in places:
