@@ -39,6 +39,9 @@ def tree(trees: Path, tmp_path: Path, name: str) -> Paths:
     """A copy of the captured tree *name* (so a test may change it)."""
     dst = tmp_path / name
     shutil.copytree(trees / name / "root", dst, symlinks=True)
+    # Every captured tree had /sys/fs/pstore (empty when nothing waited, a
+    # bare mount point when unmounted); git keeps no empty directory.
+    (dst / "sys" / "fs" / "pstore").mkdir(parents=True, exist_ok=True)
     return Paths.of_tree(dst)
 
 
@@ -356,3 +359,42 @@ def test_command_json_schema_and_exit_status(trees: Path, tmp_path: Path) -> Non
     panic = next(ln for ln in lines if ln.split()[1] == "panic")
     assert panic.startswith("FAIL  panic ") and " -- fix: panic=1 on the kernel" in panic
     assert lines[-1].startswith("doctor: ") and lines[-1].endswith(" fail")
+
+
+def _module_params(paths: Paths, **changes: str) -> None:
+    """memconsole.ko's parameters as the module showed them in the lab
+    (tests/fixtures/kmod), written into the tree's sysfs."""
+    lines = (FIXTURES / "kmod" / "params-6.1.0-57.txt").read_text().splitlines()
+    params = {**dict(line.split("=", 1) for line in lines), **changes}
+    directory = paths.sysfs / "module" / "memconsole" / "parameters"
+    directory.mkdir(parents=True)
+    for name, value in params.items():
+        (directory / name).write_text(value + "\n")
+
+
+def test_kernel_console_is_the_recorder(trees: Path, tmp_path: Path) -> None:
+    # The recorder was stopped in this tree: with memconsole.ko writing the
+    # configured ring, the recorder line is the module's and is ok.
+    paths = tree(trees, tmp_path, "recorder-stopped")
+    assert by_check(run_checks(CFG, paths))["recorder"].status is Status.FAIL
+    cfg = Config(ramoops=CFG.ramoops, ring="mem:0x7200000:1M", canary=None,
+                 method="memmap", panic=1)
+    _module_params(paths)
+    line = by_check(run_checks(cfg, paths))["recorder"]
+    assert line.status is Status.OK, line
+    assert line.detail.startswith("kernel console: memconsole.ko is writing into "
+                                  "mem:0x7200000:0x100000"), line.detail
+    # The module on another range than the configured ring: one writer too many.
+    line = by_check(run_checks(CFG, paths))["recorder"]
+    assert line.status is Status.FAIL and "another range" in line.detail, line
+    assert "memconsole setup --kernel-console" in line.fix
+
+
+def test_kernel_console_set_up_but_not_loaded(trees: Path, tmp_path: Path) -> None:
+    paths = tree(trees, tmp_path, "healthy")
+    conf = paths.under("/etc/modules-load.d/memconsole-kmod.conf")
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text("memconsole\n")
+    line = by_check(run_checks(CFG, paths))["recorder"]
+    assert line.status is Status.FAIL and "not loaded" in line.detail, line
+    assert line.fix.startswith("modprobe memconsole")

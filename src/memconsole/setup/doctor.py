@@ -493,7 +493,24 @@ def _ring_age(ctx: _Context, spec: str) -> str:
     return "; NO_RECORDS"
 
 
+def _kernel_console(ctx: _Context) -> Finding | None:
+    """The recorder line when memconsole.ko is loaded or set up: the module
+    is then the ring's one writer and the user-space recorder steps aside
+    (docs/kmod.md); None when the module plays no part."""
+    from memconsole.ring.kconsole import read_params
+    from memconsole.setup.kconsole import MODULES_LOAD, check_kernel_console
+
+    if read_params(ctx.paths.sysfs) is None and not ctx.paths.under(MODULES_LOAD).exists():
+        return None
+    kc = check_kernel_console(ctx.cfg.ring, root=ctx.paths.root, sysfs=ctx.paths.sysfs,
+                              procfs=ctx.paths.procfs)
+    return Finding("recorder", Status(kc.status), f"kernel console: {kc.detail}", kc.fix)
+
+
 def _recorder(ctx: _Context) -> Finding:
+    module = _kernel_console(ctx)
+    if module is not None:
+        return module
     ring = ctx.cfg.ring
     if ring is None:
         return Finding("recorder", Status.OK,
