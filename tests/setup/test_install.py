@@ -321,3 +321,35 @@ def test_undo_keeps_the_time_of_a_directory_changed_since(tmp_path: Path) -> Non
     del after["etc/modprobe.d/other.conf"]
     assert {k: v for k, v in after.items() if k != "etc/modprobe.d"} == {
         k: v for k, v in before.items() if k != "etc/modprobe.d"}
+
+
+def test_units_are_installed_with_the_ring_and_undone(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    _boot_ready()
+    root = scratch_root(tmp_path)
+    before = snapshot(root)
+    assert _setup(root, "--units", "--ring", "1M") == 0
+    out = capsys.readouterr().out
+    system = root / "etc/systemd/system"
+    for name in ("memconsole-collect.service", "memconsole-record.service"):
+        assert (system / name).is_file(), name
+        assert (system / "sysinit.target.wants" / name).is_symlink(), name
+    assert "installed and enabled memconsole-collect.service, memconsole-record.service" in out
+    ring = read_manifest(root)["plan"]["ring"]  # type: ignore[index]
+    spec = f"mem:{ring['address']:#x}:{ring['size']:#x}"
+    env = (root / "etc/default/memconsole").read_text()
+    assert f"\nMEMCONSOLE_RING={spec}\n" in env, env
+    assert f"the recorder on {spec}" in out
+    # A plain setup afterwards keeps the units (the manifest says they are ours).
+    installed = snapshot(root)
+    assert _setup(root, "--ring", "1M") == 0
+    capsys.readouterr()
+    assert snapshot(root) == installed
+    assert main(["setup", "--root", str(root), "--undo"]) == 0
+    assert "removed the units" in capsys.readouterr().out
+    # Every file as before, and the directories the units needed are gone
+    # again (the time of /etc itself is not restored for them).
+    after = snapshot(root)
+    assert set(after) == set(before)
+    assert {k: v for k, v in after.items() if v[0] is not None} == {
+        k: v for k, v in before.items() if v[0] is not None}

@@ -66,8 +66,10 @@ def register(sub: Any) -> None:
                    "package and the kernel's headers) and load it at boot on the ring "
                    "(--ring SIZE, or 'ring = mem:ADDR:SIZE' in /etc/memconsole.conf); "
                    "--undo removes it (docs/kmod.md)")
-    # Later, not here yet: --units (memconsole.setup.units.install_units(root),
-    # added to the same transaction).
+    p.add_argument("--units", action="store_true",
+                   help="also install and enable memconsole-collect.service and "
+                   "memconsole-record.service (the recorder on the planned ring) in "
+                   "/etc/systemd/system; --undo removes them (docs/operations.md)")
     p.set_defaults(func=run)
 
 
@@ -157,6 +159,43 @@ def _print_plan(facts: Any, plan: Any, findings: Any, files: list[str]) -> None:
             "kernel parameters yourself)\n")
 
 
+def _install_units(root: Path, ring: str | None) -> str:
+    from memconsole.errors import ConfigError
+    from memconsole.setup.units import (
+        UNIT_NAMES,
+        UNITS_DIR,
+        default_command,
+        install_units,
+        render_unit,
+    )
+
+    system = root / "etc/systemd/system"
+    try:
+        command = default_command()
+        if all((system / n).is_file() and (system / "sysinit.target.wants" / n).is_symlink()
+               and (system / n).read_text() == render_unit((UNITS_DIR / n).read_text(), command)
+               for n in UNIT_NAMES):
+            return f"{', '.join(UNIT_NAMES)} already installed and enabled"
+        install_units(root, command=command, ring=ring)
+    except (ConfigError, OSError) as exc:
+        raise SetupError(f"cannot install the units: {exc}") from None
+    return (f"installed and enabled {', '.join(UNIT_NAMES)}"
+            + (f" (the recorder on {ring})" if ring else " (no ring planned: the recorder "
+               "unit stays idle without one)"))
+
+
+def _remove_units(root: Path) -> str:
+    from memconsole.setup.units import remove_units
+
+    removed = remove_units(root)
+    # The directories the units needed, when nothing else is left in them.
+    system = root / "etc/systemd/system"
+    for d in (system / "sysinit.target.wants", system, system.parent):
+        if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
+            d.rmdir()
+    return f"removed the units ({len(removed)} files and links)"
+
+
 _NEXT = ("Next: 'memconsole verify' proves the kernel side now, in a VM (configuration, "
          "parameters, module loading); after a reboot, 'memconsole doctor' and the survival "
          "canary prove the firmware side: that this machine keeps the range across a reset.")
@@ -175,8 +214,12 @@ def run(args: argparse.Namespace) -> int:
                          "(--dry-run prints the plan without writing)")
     update, how = grub_updater(root)
     if args.undo:
-        dkms = kconsole.dkms_for_undo(root, read_manifest(root))
-        outcome = undo(root, update, how, [Step(dkms.remove)] if dkms is not None else [])
+        manifest = read_manifest(root)
+        dkms = kconsole.dkms_for_undo(root, manifest)
+        undo_steps = [Step(dkms.remove)] if dkms is not None else []
+        if ((manifest or {}).get("plan") or {}).get("units"):
+            undo_steps.append(Step(lambda: _remove_units(root)))
+        outcome = undo(root, update, how, undo_steps)
         if args.json:
             print(json.dumps({"undo": True, "restored": list(outcome.changed),
                               "removed": list(outcome.removed), "update_grub": outcome.grub,
@@ -213,6 +256,21 @@ def run(args: argparse.Namespace) -> int:
         steps.append(Step(kc.dkms.install, kc.dkms.remove))
         if not args.dry_run:
             kc.dkms.require()
+    if not args.units and ((read_manifest(root) or {}).get("plan") or {}).get("units"):
+        args.units = True  # installed by the last setup: kept (--undo removes them)
+    if args.units:
+        record["units"] = True
+        ring = plan.ring.spec() if plan.ring else None
+        if ring is not None:
+            # The record unit's environment (memconsole-record.service): setup's
+            # block in /etc/default/memconsole, the rest of the file left alone.
+            from memconsole.setup.files import BLOCK_BEGIN, BLOCK_END, Desired
+
+            block = "\n".join([BLOCK_BEGIN.decode(), "# Written by 'memconsole setup --units' "
+                                "(docs/setup.md); --undo removes this block.",
+                                f"MEMCONSOLE_RING={ring}", BLOCK_END.decode(), ""])
+            desired.append(Desired("/etc/default/memconsole", "units", block=block.encode()))
+        steps.append(Step(lambda: _install_units(root, ring), lambda: _remove_units(root)))
     files = [d.path for d in desired]
     if args.json:
         data = {**record, "kernel_chosen_because": facts.kernel.chosen_because,
