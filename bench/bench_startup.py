@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             fresh = base / f"a{next(counter)}"
             return [tool, "collect", "--pstore", str(pstore), "--archive", str(fresh), "--keep"]
 
-        commands = {
+        commands: dict[str, Callable[[], list[str]]] = {
             "python3 -c pass": lambda: [python, "-c", "pass"],
             "memconsole --help": lambda: [tool, "--help"],
             "memconsole collect (8 records, --keep)": collect,

@@ -77,7 +77,7 @@ def _option_label(action: argparse.Action) -> str:
     if action.choices is not None:
         value = "{" + ",".join(str(c) for c in action.choices) + "}"
     else:
-        value = action.metavar or action.dest.upper()
+        value = str(action.metavar or action.dest.upper())
     return f"{names} \\fI{_roff(str(value))}\\fR"
 
 
@@ -111,7 +111,7 @@ def man_page() -> str:
             if action.option_strings:
                 out += [".TP", _option_label(action), _roff(_help(action, sub))]
             else:
-                out += [".TP", f"\\fI{_roff(action.metavar or action.dest)}\\fR",
+                out += [".TP", f"\\fI{_roff(str(action.metavar or action.dest))}\\fR",
                         _roff(_help(action, sub))]
         if name in EXAMPLES:
             out += [".PP", "Example:", ".PP", ".RS", ".nf", _roff(EXAMPLES[name]), ".fi",

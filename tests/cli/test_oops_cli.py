@@ -10,6 +10,7 @@ import sys
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ LAB = FIXTURES / "lab"
 REPORTS = FIXTURES / "reports"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[dict[str, object]]]:
+def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[dict[str, Any]]]:
     code = main(["oops", "--json", *argv])
     out = capsys.readouterr().out
     return code, [json.loads(line) for line in out.splitlines()]
@@ -73,14 +74,14 @@ def test_logs_plain_gzip_directory_and_stdin(tmp_path: Path, monkeypatch: pytest
     assert code == 0 and len(plain) >= 47
     code, gz = _json(capsys, str(tmp_path / "logs" / "kern.log.2.gz"))
     assert [o["signature"] for o in gz] == [o["signature"] for o in plain]
-    assert [o["source"] for o in gz][3]["line"] == plain[3]["source"]["line"]  # type: ignore[index]
+    assert [o["source"] for o in gz][3]["line"] == plain[3]["source"]["line"]
     code, both = _json(capsys, str(tmp_path / "logs"))
     assert len(both) == 2 * len(plain)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text)))
     code, piped = _json(capsys, "-")
     assert [o["headline"] for o in piped] == [o["headline"] for o in plain]
-    assert piped[0]["source"] == {"file": "-", "line": plain[0]["source"]["line"],  # type: ignore[index]
-                                  "offset": plain[0]["source"]["offset"]}  # type: ignore[index]
+    assert piped[0]["source"] == {"file": "-", "line": plain[0]["source"]["line"],
+                                  "offset": plain[0]["source"]["offset"]}
 
 
 def test_text_output(capsys: pytest.CaptureFixture[str]) -> None:

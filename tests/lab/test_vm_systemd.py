@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,7 +82,7 @@ def _show(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def _entries(text: str) -> list[dict[str, object]]:
+def _entries(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
@@ -177,7 +178,7 @@ def check(result: DrillResult, mem_address: int, capsys: pytest.CaptureFixture[s
     records = [r for index in sorted(archive.glob("boots/*/records.json"))
                for r in json.loads(index.read_text())]
     ours = {r["original"]: r["sha256"] for r in records}
-    moved = dict(reversed(line.split()) for line in
+    moved: dict[str, str] = dict(tuple(reversed(line.split())) for line in  # type: ignore[misc]
                  out("systemd-pstore.2.txt").splitlines() if re.match(r"^[0-9a-f]{64} ", line))
     # dmesg.txt: systemd-pstore's own concatenation of the dmesg parts, not a record.
     theirs = {Path(path).name: digest for path, digest in moved.items()
@@ -191,7 +192,7 @@ def check(result: DrillResult, mem_address: int, capsys: pytest.CaptureFixture[s
     assert int(mtimes["./dmesg-ramoops-0"]) == records[0]["mtime_ns"] // 10**9
 
     (panic_entry,) = _entries(out("entries.2.json"))
-    events2 = [json.loads(x) for x in out("list.2.json").splitlines()]
+    events2: list[dict[str, Any]] = [json.loads(x) for x in out("list.2.json").splitlines()]
     assert len(events2) == 1, out("list.2.err")
     panic = events2[0]
     assert panic["kind"] == "panic" and panic["panic_reason"] == "sysrq triggered crash"
@@ -223,7 +224,7 @@ def check(result: DrillResult, mem_address: int, capsys: pytest.CaptureFixture[s
     capsys.readouterr()
     assert main(["list", "--json", "--archive", str(archive), "--pstore",
                  str(result.workdir / "persist/var/lib/systemd/pstore")]) == 0
-    events3 = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    events3: list[dict[str, Any]] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [e["kind"] for e in events3] == ["panic", "unknown"], events3
     reset = events3[1]
     assert reset["headline"].startswith("hang or reset: console ended at ")

@@ -87,7 +87,7 @@ def test_textfile_parses_and_counts_the_lab_crashes(
            if k[0] == "memconsole_crashes_total"}
     assert got == by_kind
     by_sig = Counter(e["signature"] for e in events if e["signature"])
-    got_sig = Counter()
+    got_sig: Counter[str] = Counter()
     for (name, labels), v in samples.items():
         if name == "memconsole_crashes_by_signature_total":
             got_sig[dict(labels)["signature"]] += int(v)

@@ -14,6 +14,7 @@ import zlib
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from labarchive import shared
@@ -94,7 +95,7 @@ def _dump(page: Path) -> _Dom:
 
 
 def _listed(lab_page: dict[str, object], capsys: pytest.CaptureFixture[str]
-            ) -> list[dict[str, object]]:
+            ) -> list[dict[str, Any]]:
     capsys.readouterr()
     assert main(["list", "--archive", str(lab_page["archive"]), "--pstore",
                  str(lab_page["pstore"]), "--json"]) == 0
@@ -114,12 +115,12 @@ def test_chromium_renders_the_lab_crashes(lab_page: dict[str, object],
     assert endings.count("clean") == 1
     assert endings.count("hang or reset") == 2  # both rings' first boot was reset
     # How each boot ended, from list --json's last event of the boot.
-    last: dict[object, dict[str, object]] = {}
+    last: dict[object, dict[str, Any]] = {}
     for e in events:
         last[e["boot"]] = e
     want = Counter("hang or reset" if e["sources"] == ["ring"]
                    else "panic" if e["panic_reason"] or any(
-                       str(d).startswith("Panic") for d in e["dumps"])  # type: ignore[attr-defined]
+                       str(d).startswith("Panic") for d in e["dumps"])
                    else "oops" if e["signature"] else "unknown" for e in last.values())
     assert Counter(endings) - Counter(["clean"]) == want
     assert want["panic"] > 20 and want["hang or reset"] == 2

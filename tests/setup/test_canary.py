@@ -40,7 +40,7 @@ def test_page_layout_byte_by_byte() -> None:
     assert int.from_bytes(page[60:64], "little") == zlib.crc32(page[:60])
     assert page[64:96] == __import__("hashlib").sha256(
         b"memconsole canary fill" + BOOT1 + bytes(4)).digest()
-    parsed = canary.parse_page(page)
+    parsed = canary.parse_page(bytes(page))
     assert (parsed.state, parsed.boot_id, parsed.time_ns, parsed.seq, parsed.changed) == (
         PageState.VALID, BOOT1, T0, 3, 0)
 
@@ -52,11 +52,11 @@ def test_page_states() -> None:
     assert canary.parse_page(junk).nonzero == 4096 - 16
     page = bytearray(canary.encode_page(BOOT1, T0, 1))
     page[20] ^= 0x01                       # a bit of the boot id: the header CRC fails
-    assert canary.parse_page(page).state is PageState.DAMAGED
+    assert canary.parse_page(bytes(page)).state is PageState.DAMAGED
     page = bytearray(canary.encode_page(BOOT1, T0, 1))
     page[1000] ^= 0x80                     # one bit of the fill
     page[4095] = 0
-    parsed = canary.parse_page(page)
+    parsed = canary.parse_page(bytes(page))
     assert parsed.state is PageState.VALID and parsed.changed in (1, 2)
 
 
@@ -74,7 +74,7 @@ def test_any_bytes_are_a_verdict(data: bytes) -> None:
 @given(st.binary(min_size=HEADER.size, max_size=HEADER.size))
 def test_any_header_bytes_after_the_magic_are_a_verdict(head: bytes) -> None:
     page = b"MCCANARY" + head[8:] + bytes(PAGE_SIZE - HEADER.size)
-    assert isinstance(canary.parse_page(page).state, PageState)
+    assert isinstance(canary.parse_page(bytes(page)).state, PageState)
 
 
 def _written(boot: bytes) -> dict[str, object]:
@@ -102,7 +102,7 @@ def test_verdicts() -> None:
     assert canary.assess("p", junk, BOOT2, _written(BOOT1), T0).outcome is Outcome.LOST
     damaged = bytearray(canary.encode_page(BOOT1, T0, 1))
     damaged[2000] ^= 4
-    verdict = canary.assess("p", canary.parse_page(damaged), BOOT2, None, T0)
+    verdict = canary.assess("p", canary.parse_page(bytes(damaged)), BOOT2, None, T0)
     assert verdict.outcome is Outcome.DAMAGED and "1 of 4032" in verdict.detail
 
 

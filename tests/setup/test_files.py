@@ -45,7 +45,8 @@ def test_dropin_is_the_verified_form() -> None:
     p = _plan()
     text = dropin_text(p).decode()
     line = text.splitlines()[-1]
-    addr = p.region.start  # type: ignore[union-attr]
+    assert p.region is not None
+    addr = p.region.start
     # Three backslashes before the $, inside double quotes, appended to
     # GRUB_CMDLINE_LINUX: the variant v3 that Debian's grub-mkconfig turned
     # into memmap=1M\$0x7000000 and GRUB into memmap=1M$0x7000000.
@@ -98,7 +99,8 @@ def test_config_block_keys() -> None:
     assert block[0] == BLOCK_BEGIN.decode() and block[-1] == BLOCK_END.decode()
     values = dict(line.split(" = ") for line in block if " = " in line)
     assert list(values) == ["ring", "canary", "ramoops", "method", "panic"]
-    start = p.region.start  # type: ignore[union-attr]
+    assert p.region is not None
+    start = p.region.start
     assert values == {"ring": f"mem:{start + (1 << 20):#x}:0x200000",
                       "canary": f"mem:{start + (3 << 20):#x}:4096",
                       "ramoops": f"mem:{start:#x}:0x100000", "method": "memmap", "panic": "10"}

@@ -62,11 +62,16 @@ EXAMPLES: dict[str, str] = {
     "decode": "memconsole decode ramoops.img --out records/",
     "demo": "sudo memconsole demo --kernel 6.12 --crash null",
     "setup": "sudo memconsole setup --dry-run --size 1M --ring 1M   # the plan, nothing written\n"
-             "sudo memconsole setup --size 1M --ring 1M --panic 10\n"
+             "sudo memconsole setup --size 1M --ring 1M --panic 10 --units\n"
              "sudo memconsole setup --undo",
     "verify": "sudo memconsole verify --crash panic",
     "metrics": "memconsole metrics --textfile /var/lib/prometheus/node-exporter",
     "report": "memconsole report --html /tmp/crashes.html && xdg-open /tmp/crashes.html",
+    "doctor": "sudo memconsole doctor          # one line per check, with its fix\n"
+              "sudo memconsole doctor --json | jq -r 'select(.status != \"ok\") | .fix'",
+    "canary": "sudo memconsole canary          # check the last boot's canary, write this "
+              "boot's\n"
+              "memconsole canary --check --json",
 }
 
 
