@@ -207,6 +207,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from strategies import mutated  # noqa: E402
+
 _SETTINGS = settings(max_examples=150, deadline=timedelta(seconds=20),
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -220,34 +222,8 @@ def test_arbitrary_bytes(data: bytes) -> None:
 _Mutation = Callable[[bytes], bytes]
 
 
-@st.composite
-def mutated_seed(draw: st.DrawFn) -> bytes:
-    """A real seed changed the way fuzzers change inputs: bytes flipped,
-    inserted, deleted, a range repeated, another seed spliced in, cut."""
-    data = bytearray(draw(st.sampled_from(SEEDS[: len(SEEDS) - len(hostile_seeds())])))
-    for _ in range(draw(st.integers(1, 6))):
-        op = draw(st.integers(0, 5))
-        at = draw(st.integers(0, len(data)))
-        if op == 0 and data:
-            data[min(at, len(data) - 1)] ^= draw(st.integers(1, 255))
-        elif op == 1:
-            data[at:at] = draw(st.binary(min_size=1, max_size=64))
-        elif op == 2:
-            del data[at:at + draw(st.integers(1, 4096))]
-        elif op == 3:
-            piece = data[at:at + draw(st.integers(1, 512))]
-            data[at:at] = piece * draw(st.integers(1, 20))
-        elif op == 4:
-            other = draw(st.sampled_from(SEEDS))
-            start = draw(st.integers(0, len(other)))
-            data[at:at] = other[start:start + draw(st.integers(1, 8192))]
-        else:
-            del data[at:]
-    return bytes(data)
-
-
 @_SETTINGS
-@given(mutated_seed())
+@given(mutated(SEEDS[: len(SEEDS) - len(hostile_seeds())]))
 def test_mutated_seeds(data: bytes) -> None:
     check(data)
 

@@ -53,6 +53,7 @@ from hypothesis import strategies as st  # noqa: E402
 from memconsole import ramoops  # noqa: E402
 from memconsole.errors import ConfigError, ParseError  # noqa: E402
 from memconsole.pstore import compress  # noqa: E402
+from strategies import mutated  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "ramoops"
 #: Option bytes in front of the image.
@@ -235,25 +236,15 @@ def test_seeds() -> None:
         assert time.perf_counter() - t < 20
 
 
+_TOKENS = [b"DBGC", b"====", _header(_SIG, 0, 0), _header(_SIG ^ 0x060C75, 0, 64),
+           _header(_SIG, 0x7FFFFFFF, 0x7FFFFFFF)]
+
+
 @st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    base = bytearray(draw(st.sampled_from(_SEEDS)))
-    base[:OPTS] = draw(st.binary(min_size=OPTS, max_size=OPTS))
-    for _ in range(draw(st.integers(0, 8))):
-        pos = draw(st.integers(0, max(len(base) - 1, 0)))
-        kind = draw(st.integers(0, 3))
-        if kind == 0 and base:
-            base[pos] = draw(st.integers(0, 255))
-        elif kind == 1:
-            chunk = draw(st.sampled_from([b"DBGC", b"====", _header(_SIG, 0, 0),
-                                          _header(_SIG ^ 0x060C75, 0, 64),
-                                          _header(_SIG, 0x7FFFFFFF, 0x7FFFFFFF)]))
-            base[pos:pos + len(chunk)] = chunk
-        elif kind == 2:
-            del base[pos:pos + draw(st.integers(0, 8192))]
-        else:
-            base[pos:pos] = draw(st.binary(max_size=64))
-    return bytes(base)
+def with_options(draw: st.DrawFn) -> bytes:
+    """Decoder options, then a real region mutated (hostile headers among the tokens)."""
+    options = draw(st.binary(min_size=OPTS, max_size=OPTS))
+    return options + draw(mutated(_SEEDS, tokens=_TOKENS, min_ops=0, max_ops=8))
 
 
 _SEEDS = [s[OPTS:] for s in seeds()[2::3]]
@@ -261,7 +252,7 @@ _SEEDS = [s[OPTS:] for s in seeds()[2::3]]
 
 @settings(max_examples=60, deadline=None, derandomize=False,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(mutated())
+@given(with_options())
 def test_mutated_seeds(data: bytes) -> None:
     t = time.perf_counter()
     one_input(data)

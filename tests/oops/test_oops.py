@@ -619,6 +619,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from strategies import kernel_log  # noqa: E402
+
 _ALL_LINES = sorted({line for p in REPORTS.glob("*.txt") for line in p.read_bytes().splitlines()})
 
 
@@ -646,11 +648,10 @@ def test_arbitrary_text(data: str) -> None:
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(_ALL_LINES), st.integers(0, 300), st.binary(max_size=8)),
-                max_size=120))
-def test_shuffled_real_lines(parts: list[tuple[bytes, int, bytes]]) -> None:
+@given(kernel_log(_ALL_LINES, max_lines=120, max_cut=300, max_junk=8))
+def test_shuffled_real_lines(text: bytes) -> None:
     # Real report lines in any order, cut anywhere, with junk glued on.
-    _check(b"\n".join(line[:cut] + junk for line, cut, junk in parts))
+    _check(text)
 
 
 def _elapsed(text: bytes) -> float:

@@ -100,15 +100,13 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from strategies import kernel_log  # noqa: E402
+
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(LINES), st.integers(0, 200), st.binary(max_size=6),
-                          st.sampled_from([b"\n", b"\n\n", b"\r\n", b"\n" * 45])),
-                max_size=150),
+@given(kernel_log(LINES, separators=(b"\n", b"\n\n", b"\r\n", b"\n" * 45)),
        st.integers(1, 5000))
-def test_shuffled_real_lines_same_as_every_line(parts: list[tuple[bytes, int, bytes, bytes]],
-                                                 block: int) -> None:
-    text = b"".join(line[:cut] + junk + sep for line, cut, junk, sep in parts)
+def test_shuffled_real_lines_same_as_every_line(text: bytes, block: int) -> None:
     full = _full(text)
     assert _fast(text) == full
     assert _stream(text, block) == full
