@@ -99,6 +99,12 @@ class Step:
     revert: Callable[[], object] | None = None
 
 
+def _restore_note(failed: Sequence[str]) -> str:
+    """What a rollback left: the files it could not restore, or that all were."""
+    return (f"could not restore {', '.join(failed)}" if failed
+            else "every file was put back as it was")
+
+
 def _revert(steps: Sequence[Step]) -> None:
     for step in reversed(steps):
         if step.revert is not None:
@@ -311,8 +317,7 @@ def _run(txn: _Txn, what: str) -> None:
         _commit(txn)
     except OSError as exc:
         failed = _rollback(txn)
-        tail = (f"could not restore {', '.join(failed)}" if failed
-                else "every file was put back as it was")
+        tail = _restore_note(failed)
         raise SetupError(f"cannot {what}: {exc.filename or ''}: {exc.strerror}; {tail}") from None
 
 
@@ -455,8 +460,7 @@ def apply(root: Path, desired: list[Desired], record: dict[str, Any],
         _revert(done)
         failed = _rollback(txn)
         _restore_dir_times(root, times)
-        tail = (f"could not restore {', '.join(failed)}" if failed
-                else "every file was put back as it was")
+        tail = _restore_note(failed)
         raise SetupError(f"setup rolled back: {exc}; {tail}") from None
     try:
         grub = _grub(txn, update, update_how, grub_words, "setup rolled back")
@@ -492,8 +496,7 @@ def _run_with_manifest(root: Path, txn: _Txn, manifest: dict[str, Any], what: st
         _commit(txn)
     except OSError as exc:
         failed = _rollback(txn)
-        tail = (f"could not restore {', '.join(failed)}" if failed
-                else "every file was put back as it was")
+        tail = _restore_note(failed)
         raise SetupError(f"cannot {what}: {exc.filename or ''}: {exc.strerror}; {tail}") from None
 
 
