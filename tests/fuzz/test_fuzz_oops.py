@@ -59,7 +59,7 @@ FIXTURES = HERE.parent / "fixtures"
 if __name__ == "__main__":  # the coverage-guided run: instrument before importing
     import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-    sys.path.insert(0, str(SRC))
+    sys.path[:0] = [str(SRC), str(HERE.parent)]  # memconsole, and tests/strategies.py
     with atheris.instrument_imports(include=["memconsole"]):
         from memconsole import oops, render
         from memconsole.errors import ParseError

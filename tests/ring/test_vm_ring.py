@@ -126,6 +126,7 @@ STAGE2 = rf"""
     echo $? > "$OUT/collect.rc"
     mc list --json > "$OUT/list.json" 2> "$OUT/list.err" &
     mc show > "$OUT/show.txt" 2> "$OUT/show.err"
+    mc show --full > "$OUT/show-full.txt" 2> "$OUT/show-full.err"
     wait
 """
 
@@ -249,5 +250,8 @@ def test_ring_survives_reset_lockup_and_panic(lab, tmp_path, release: str) -> No
     assert panic["ring"]["boot"] == pmem_ids[2]
     show = out("show.txt")
     assert " ended in a kernel panic: " in show.splitlines()[0]
-    assert "--- console-ring (memconsole ring, boot " + pmem_ids[2] in show
-    assert "memconsole-lab: last words of boot 3" in show
+    # The summary names the ring console; --full prints it after the pstore log.
+    assert "lines and the console-ring console): memconsole show --full" in show, show[-400:]
+    full = out("show-full.txt")
+    assert "--- console-ring (memconsole ring, boot " + pmem_ids[2] in full, full[:2000]
+    assert "memconsole-lab: last words of boot 3" in full
