@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 # Static checks first: a type error or a lint finding fails the run.
 scripts/lint.sh
-exec .venv/bin/python -m pytest -n "${MEMCONSOLE_TEST_JOBS:-2}" "$@"
+# The slowest tests are listed at the end: the suite has a time budget (README).
+exec .venv/bin/python -m pytest -n "${MEMCONSOLE_TEST_JOBS:-2}" --durations=25 "$@"

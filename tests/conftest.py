@@ -4,6 +4,14 @@ VM tests (marker ``vm``) boot real kernels under QEMU.  They skip, with the
 reason, when QEMU, busybox or a kernel is missing; with MEMCONSOLE_FORCE_VM=1
 (CI sets it) a missing prerequisite fails the test instead.  Tests marked
 ``root`` need root the same way.
+
+The heaviest VM drills (the kernel module, doctor, systemd, verify and ring
+drills, minutes each under TCG) run on one kernel in every suite, chosen so
+that both kernels are covered (the two kernel-module drills and the two
+doctor drills each run one on 6.1 and one on 6.12); their twins on the other
+kernel are marked ``long`` and run with MEMCONSOLE_LONG=1, so that the whole
+default suite, VM tests included, stays within CI's time budget.
+``MEMCONSOLE_LONG=1 MEMCONSOLE_FORCE_VM=1 scripts/test.sh`` runs everything.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from pathlib import Path
 import pytest
 
 FORCE = os.environ.get("MEMCONSOLE_FORCE_VM") == "1"
+LONG = os.environ.get("MEMCONSOLE_LONG") == "1"
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -40,6 +49,9 @@ def _vm_missing() -> str | None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("long") is not None and not LONG:
+        pytest.skip("a long VM drill (its twin on the other kernel runs in every suite); "
+                    "MEMCONSOLE_LONG=1 runs it")
     if item.get_closest_marker("vm") is not None:
         missing = _vm_missing()
         require(missing is None, missing or "")
@@ -54,6 +66,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
     from memconsole.lab import Lab
 
     return Lab(progress=lambda msg: print(f"lab: {msg}"))
+
+
+def heavy_kernels(every_suite: str) -> list[object]:
+    """The releases a heavy drill is parametrized over: *every_suite* always,
+    the other of 6.1 and 6.12 marked ``long`` (see the module docstring)."""
+    other = "6.1" if every_suite == "6.12" else "6.12"
+    return [every_suite, pytest.param(other, marks=pytest.mark.long)]
 
 
 def kernel_for(prefix: str):  # type: ignore[no-untyped-def]

@@ -42,7 +42,7 @@ from typing import Any
 
 import pytest
 
-from conftest import kernel_for
+from conftest import heavy_kernels, kernel_for
 
 pytestmark = pytest.mark.vm
 
@@ -168,7 +168,7 @@ def _check_formats(steps: list[dict[str, Any]]) -> None:
     assert f"last seq {before['seqs'][1]}," in damaged["params"]["attach"], damaged
 
 
-@pytest.mark.parametrize("release", ["6.1", "6.12"])
+@pytest.mark.parametrize("release", heavy_kernels("6.12"))
 def test_kmod_keeps_the_console_to_the_end(lab, tmp_path, release: str) -> None:  # type: ignore[no-untyped-def]
     from memconsole.lab import Drill
 
@@ -307,7 +307,7 @@ FLOOD_BOOT = rf"""
 """
 
 
-@pytest.mark.parametrize("release", ["6.1", "6.12"])
+@pytest.mark.parametrize("release", heavy_kernels("6.1"))
 def test_kmod_two_cpus_flood_reload_panic(lab, tmp_path, release: str) -> None:  # type: ignore[no-untyped-def]
     from memconsole.lab import Drill
 

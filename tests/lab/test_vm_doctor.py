@@ -51,7 +51,7 @@ from typing import Any
 
 import pytest
 
-from conftest import kernel_for
+from conftest import heavy_kernels, kernel_for
 
 pytestmark = pytest.mark.vm
 
@@ -224,10 +224,9 @@ def _only_new_failure(before: dict[str, dict[str, str]], after: dict[str, dict[s
     assert failed - failed_before == set(checks), (failed, failed_before)
 
 
-KERNELS = pytest.mark.parametrize("release", ["6.12", "6.1"])
 
 
-@KERNELS
+@pytest.mark.parametrize("release", heavy_kernels("6.12"))
 def test_doctor_healthy_then_each_fault(lab, tmp_path, release) -> None:  # type: ignore[no-untyped-def]
     kernel = kernel_for(release)
     result = lab.run(drills(kernel)["faults"], tmp_path / "faults")
@@ -284,7 +283,7 @@ def test_doctor_healthy_then_each_fault(lab, tmp_path, release) -> None:  # type
         assert len(text) == len(healthy) + 1, text  # one line per check, one summary
 
 
-@KERNELS
+@pytest.mark.parametrize("release", heavy_kernels("6.1"))
 def test_doctor_backend_and_canary_lost(lab, tmp_path, release) -> None:  # type: ignore[no-untyped-def]
     kernel = kernel_for(release)
     result = lab.run(drills(kernel)["backend"], tmp_path / "backend")

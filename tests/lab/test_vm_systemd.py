@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from conftest import kernel_for
+from conftest import heavy_kernels, kernel_for
 from memconsole.cli import main
 from memconsole.lab import DrillResult
 
@@ -113,7 +113,7 @@ def _install(sysroot: Path) -> None:
     (sysroot.parent / "probe.sh").write_text(PROBE)
 
 
-@pytest.mark.parametrize("release", ["6.1", "6.12"])
+@pytest.mark.parametrize("release", heavy_kernels("6.12"))
 def test_units_across_crash_and_reset(lab, tmp_path: Path, capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
                                       release: str) -> None:
     from memconsole.lab import Ramoops, SystemdDrill

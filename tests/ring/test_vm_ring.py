@@ -29,7 +29,7 @@ import sys
 
 import pytest
 
-from conftest import kernel_for
+from conftest import heavy_kernels, kernel_for
 
 pytestmark = pytest.mark.vm
 
@@ -155,7 +155,7 @@ def _assert_in_order(expected: list[str], got: list[str], what: str) -> None:
         assert any(line == g for g in it), f"{what}: {line!r} missing or out of order"
 
 
-@pytest.mark.parametrize("release", ["6.1", "6.12"])
+@pytest.mark.parametrize("release", heavy_kernels("6.12"))
 def test_ring_survives_reset_lockup_and_panic(lab, tmp_path, release: str) -> None:  # type: ignore[no-untyped-def]
     from memconsole.lab import Drill
 

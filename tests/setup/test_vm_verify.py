@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from setup_facts import IOMEM, scratch_root
 
-from conftest import kernel_for
+from conftest import heavy_kernels, kernel_for
 from memconsole.cli.main import main
 
 MAP = str(IOMEM / "qemu-seabios-512M-6.12.txt")
@@ -24,7 +24,7 @@ CYCLES = 3
 
 
 @pytest.mark.vm
-@pytest.mark.parametrize("prefix", ["6.12", "6.1"])
+@pytest.mark.parametrize("prefix", heavy_kernels("6.1"))
 def test_setup_then_verify_survives_cycles(prefix: str, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     kernel = kernel_for(prefix)
