@@ -280,13 +280,20 @@ def check_drill(out_dir: Path) -> None:
 # has been unloaded and loaded again RELOADS times; then a panic (sysrq c).
 FLOOD = 1500
 RELOADS = 3
+# The flood drill's ring: 4 MiB, and each writer stops at FLOOD_CAP lines even
+# when the reloads are slow (a loaded host), so that the ring never wraps and
+# every kernel sequence number from 0 on can be checked (4 x 6000 records of
+# about 90 bytes at most).
+FLOOD_CAP = 4 * FLOOD
+FLOOD_MOD = "mem:0x7200000:4M"
+FLOOD_CMDLINE = ("memmap=4M$0x7200000",)
 FLOOD_BOOT = rf"""
     cat /proc/sys/kernel/random/boot_id > "$OUT/boot_id.$boot"
     echo on > /proc/sys/kernel/printk_devkmsg
-    insmod {{ko}} mem_address=0x7200000 mem_size=1M > "$OUT/insmod.$boot" 2>&1
+    insmod {{ko}} mem_address=0x7200000 mem_size=4M > "$OUT/insmod.$boot" 2>&1
     flood() {{
         i=0
-        while [ $i -lt {FLOOD} ] || [ ! -e /run/lab-reloaded ]; do
+        while [ $i -lt {FLOOD} ] || {{ [ ! -e /run/lab-reloaded ] && [ $i -lt {FLOOD_CAP} ]; }}; do
             echo "<6>memconsole-lab: flood $1 $i" > /dev/kmsg
             echo "<7>memconsole-lab: flood $1 $i debug" > /dev/kmsg
             i=$((i + 1))
@@ -298,7 +305,7 @@ FLOOD_BOOT = rf"""
     for r in $(seq {RELOADS}); do
         sleep 0.3
         rmmod memconsole
-        insmod {{ko}} mem_address=0x7200000 mem_size=1M >> "$OUT/insmod.$boot" 2>&1
+        insmod {{ko}} mem_address=0x7200000 mem_size=4M >> "$OUT/insmod.$boot" 2>&1
     done
     touch /run/lab-reloaded
     wait $a $b
@@ -314,11 +321,11 @@ def test_kmod_two_cpus_flood_reload_panic(lab, tmp_path, release: str) -> None: 
     kernel = kernel_for(release)
     ko = lab.module(kernel, [KMOD / "memconsole.c", KMOD / "Kbuild"], "memconsole")
     stage2 = rf"""
-    {PY} {shlex.quote(str(GUEST))} dump {MOD} "$OUT/module.ring"
+    {PY} {shlex.quote(str(GUEST))} dump {FLOOD_MOD} "$OUT/module.ring"
 """
     drill = Drill(kernel, action="sysrq", each_boot=FLOOD_BOOT.replace(
                       "{ko}", shlex.quote(str(ko))),
-                  stage2=stage2, smp=2, extra_cmdline=CMDLINE[:1], timeout=1800)
+                  stage2=stage2, smp=2, extra_cmdline=FLOOD_CMDLINE, timeout=1800)
     result = lab.run(drill, tmp_path / "drill")
     assert result.boots == 2
     check_flood(result.out_dir)
