@@ -41,8 +41,9 @@ def mutated(draw: st.DrawFn, seeds: Sequence[bytes], *, tokens: Sequence[bytes] 
     for _ in range(draw(st.integers(min_ops, max_ops))):
         op = draw(st.integers(0, kinds - 1))
         at = draw(st.integers(0, len(data)))
-        if op == 0 and data:
-            data[min(at, len(data) - 1)] ^= draw(st.integers(1, 255))
+        if op == 0:
+            if data:  # (an emptied input has no byte to flip)
+                data[min(at, len(data) - 1)] ^= draw(st.integers(1, 255))
         elif op == 1:
             data[at:at] = draw(st.binary(min_size=1, max_size=64))
         elif op == 2:
