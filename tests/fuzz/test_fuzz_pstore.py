@@ -25,13 +25,11 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import zlib
 from pathlib import Path
 
-import pytest
+import libfuzzer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -146,38 +144,8 @@ def test_fixture_seeds_give_records() -> None:
 
 def test_coverage_guided_fuzzing_finds_nothing(tmp_path: Path) -> None:
     """A few seconds of atheris (coverage-guided, libFuzzer) from the seeds."""
-    pytest.importorskip("atheris", reason="atheris is not installed (pip install atheris)")
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for n, seed in enumerate(seeds()):
-        (corpus / f"seed-{n}").write_bytes(seed)
-    import memconsole
-
-    src = Path(memconsole.__file__).resolve().parents[1]
-    proc = subprocess.run(
-        [sys.executable, __file__, "-max_total_time=8", "-timeout=10", "-rss_limit_mb=1024",
-         f"-artifact_prefix={tmp_path}/", str(corpus)], capture_output=True, text=True,
-        timeout=300, check=False, env={**os.environ, "PYTHONPATH": str(src)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Done" in proc.stderr and not list(tmp_path.glob("crash-*"))
-
-
-def main() -> None:
-    """libFuzzer entry point (see the module docstring)."""
-    import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]
-
-    if "-seed_corpus" in sys.argv:
-        corpus = Path(sys.argv[-1])
-        corpus.mkdir(parents=True, exist_ok=True)
-        for n, seed in enumerate(seeds()):
-            (corpus / f"seed-{n}").write_bytes(seed)
-        return
-    with atheris.instrument_imports():
-        import memconsole.pstore
-        import memconsole.pstore.boots  # noqa: F401
-    atheris.Setup(sys.argv, one_input)
-    atheris.Fuzz()
+    libfuzzer.short_run(__file__, seeds(), tmp_path)
 
 
 if __name__ == "__main__":
-    main()
+    libfuzzer.main(seeds, one_input, ["memconsole.pstore", "memconsole.pstore.boots"])
