@@ -20,8 +20,12 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from memconsole.setup.units import Command
 
 FORCE = os.environ.get("MEMCONSOLE_FORCE_VM") == "1"
 LONG = os.environ.get("MEMCONSOLE_LONG") == "1"
@@ -103,3 +107,26 @@ def lab_fixture(release: str, action: str, dest: Path) -> list[str]:
         shutil.copy(src / "pstore" / name, dest / name)
         os.utime(dest / name, ns=(ns, ns))
     return sorted(mtimes)
+
+
+#: Why the units cannot run this checkout's memconsole (see :func:`unit_command`).
+UNDER_TMP = ("this checkout is under /tmp or /var/tmp, where the units refuse a memconsole "
+             "(they run with PrivateTmp=yes and would not see it); clone elsewhere to run this")
+
+
+def unit_command() -> Command:
+    """The ``Command`` the unit tests install: this memconsole's own, or,
+    when this checkout lies under /tmp (which ``render_unit`` rightly refuses,
+    :data:`UNDER_TMP`), the system interpreter's ``python3 -m memconsole``: a
+    unit systemd can verify, for the tests that do not run it."""
+    from memconsole.errors import ConfigError
+    from memconsole.setup.units import UNITS_DIR, Command, default_command, render_unit
+
+    command = default_command()
+    try:
+        render_unit((UNITS_DIR / "memconsole-record.service").read_text(), command)
+    except ConfigError as exc:
+        if "PrivateTmp" not in str(exc):
+            raise
+        return Command(("/usr/bin/python3", "-m", "memconsole"))
+    return command

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require
+from conftest import UNDER_TMP, require, unit_command
 from memconsole.errors import ConfigError
 from memconsole.setup.units import (
     UNIT_NAMES,
@@ -55,7 +55,7 @@ def _tree(root: Path) -> dict[str, str]:
 
 
 def test_installed_units_pass_verify(tmp_path: Path) -> None:
-    install_units(tmp_path, reload=False)
+    install_units(tmp_path, command=unit_command(), reload=False)
     units = [tmp_path / "etc/systemd/system" / name for name in UNIT_NAMES]
     proc = _verify(*units)
     # verify prints warnings (an unknown key, a bad value) but exits 0: none allowed.
@@ -65,7 +65,7 @@ def test_installed_units_pass_verify(tmp_path: Path) -> None:
 def test_verify_catches_what_it_should(tmp_path: Path) -> None:
     """The check above can fail: a misspelt key and the package's own files
     with a bare ``memconsole`` where none is on systemd's search path."""
-    install_units(tmp_path, reload=False)
+    install_units(tmp_path, command=unit_command(), reload=False)
     unit = tmp_path / "etc/systemd/system/memconsole-record.service"
     unit.write_text(unit.read_text().replace("ProtectClock=", "ProtectClok="))
     assert "Unknown key 'ProtectClok'" in _verify(unit).stderr
@@ -79,6 +79,8 @@ def test_the_command_runs_this_memconsole(tmp_path: Path) -> None:
     """ExecStart runs the memconsole these units came with, from / and
     without the test's PYTHONPATH, as systemd starts it."""
     command = default_command()
+    if command != unit_command():
+        pytest.skip(UNDER_TMP)
     install_units(tmp_path, command=command, reload=False)
     text = (tmp_path / "etc/systemd/system/memconsole-record.service").read_text()
     (exec_line,) = [ln for ln in text.splitlines() if ln.startswith("ExecStart=")]
@@ -101,8 +103,8 @@ def test_the_command_runs_this_memconsole(tmp_path: Path) -> None:
 def test_enable_links_are_those_of_systemctl(tmp_path: Path) -> None:
     systemctl = _need("systemctl")
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
-    install_units(ours, reload=False)
-    install_units(theirs, enable=False, reload=False)
+    install_units(ours, command=unit_command(), reload=False)
+    install_units(theirs, enable=False, command=unit_command(), reload=False)
     proc = subprocess.run([systemctl, f"--root={theirs}", "enable", *UNIT_NAMES],
                           capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -115,7 +117,7 @@ def test_remove_undoes_install(tmp_path: Path) -> None:
     other.parent.mkdir(parents=True)
     other.symlink_to("/lib/systemd/system/other.service")
     before = _tree(tmp_path)
-    written = install_units(tmp_path, ring="/dev/pmem0", reload=False)
+    written = install_units(tmp_path, ring="/dev/pmem0", command=unit_command(), reload=False)
     assert all(p.exists() or p.is_symlink() for p in written)
     removed = remove_units(tmp_path, reload=False)
     assert sorted(removed) == sorted(written)
@@ -130,7 +132,7 @@ def test_ring_dropins(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         ring_dropin("relative/ring")
     # A drop-in systemd accepts.
-    install_units(tmp_path, ring="/srv/rings/console.ring", reload=False)
+    install_units(tmp_path, ring="/srv/rings/console.ring", command=unit_command(), reload=False)
     unit = tmp_path / "etc/systemd/system/memconsole-record.service"
     dropin = tmp_path / "etc/systemd/system/memconsole-record.service.d/memconsole-ring.conf"
     assert dropin.exists()
@@ -151,7 +153,7 @@ def test_security_exposure_is_documented(tmp_path: Path) -> None:
     """``systemd-analyze security`` of the installed recorder unit, measured
     here, is the figure docs/operations.md gives (and stays "OK")."""
     analyze = _need("systemd-analyze")
-    install_units(tmp_path, reload=False)
+    install_units(tmp_path, command=unit_command(), reload=False)
     figures = {}
     for name in UNIT_NAMES:
         proc = subprocess.run([analyze, "security", "--offline=yes",

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from setup_facts import IOMEM, K61, scratch_root, snapshot
 
-from conftest import require
+from conftest import require, unit_command
 from memconsole.cli.main import main
 from memconsole.errors import SetupError
+from memconsole.setup import units
 from memconsole.setup.files import GRUB_DROPIN, Desired, desired_files
 from memconsole.setup.install import MANIFEST, apply, read_manifest, undo
 
@@ -324,8 +325,12 @@ def test_undo_keeps_the_time_of_a_directory_changed_since(tmp_path: Path) -> Non
 
 
 def test_units_are_installed_with_the_ring_and_undone(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     _boot_ready()
+    # The units' command is rendered, not run: outside /tmp where this checkout is not.
+    command = unit_command()
+    monkeypatch.setattr(units, "default_command", lambda: command)
     root = scratch_root(tmp_path)
     before = snapshot(root)
     assert _setup(root, "--units", "--ring", "1M") == 0
