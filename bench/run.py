@@ -469,12 +469,25 @@ def section(res: Result | None, name: str, quick: bool, selected: bool) -> str:
                 "The last lines of its stderr:", "", "```", tail, "```"]
         return "\n".join(out)
     body = res.stdout.strip()
-    out += ["```", body, "```"] if bench.fenced else [body]
+    out += ["```", body, "```"] if bench.fenced else [_spaced(body)]
     if bench.verdicts is not None:
         out += ["", "Against the targets (computed by bench/run.py from the figures above):",
                 "", "| target | measured | verdict |", "|---|---:|---|",
                 *(v.render() for v in bench.verdicts(res.stdout))]
     return "\n".join(out)
+
+
+def _spaced(text: str) -> str:
+    """*text* with a blank line before and after every Markdown table (a table
+    glued to a line of prose is not a table to most renderers)."""
+    lines: list[str] = []
+    for line in text.splitlines():
+        is_row = line.startswith("|")
+        was_row = bool(lines) and lines[-1].startswith("|")
+        if lines and lines[-1].strip() and is_row != was_row:
+            lines.append("")
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def render(template: str, results: Sequence[Result], *, quick: bool, selected: set[str],
