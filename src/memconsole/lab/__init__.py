@@ -179,9 +179,10 @@ class Drill:
         smp: virtual CPUs (2 lets a user-space recorder run beside a CPU that
             is locked up).
         extra_cmdline: more kernel boot options.
-        monitor_reset_on: when a serial line contains this text during a
-            crashing boot, the host resets the guest through the QEMU monitor
-            (``system_reset``), like a reset button or an external watchdog.
+        monitor_reset_on: when a serial line contains this text (or one of
+            these texts) during a crashing boot, the host resets the guest
+            through the QEMU monitor (``system_reset``), like a reset button
+            or an external watchdog.
         between_boots: with ``memfile``, called as ``f(guest_ram_file,
             mem_address)`` after the crash and before the stage-2 boot, to
             change the memory the next kernel finds (fault injection).
@@ -217,7 +218,7 @@ class Drill:
     memory_mb: int = 512
     smp: int = 1
     extra_cmdline: tuple[str, ...] = ()
-    monitor_reset_on: str | None = None
+    monitor_reset_on: str | tuple[str, ...] | None = None
     between_boots: Callable[[Path, int], None] | None = None
     timeout: float = 300.0
     each_boot: str = ""
@@ -443,9 +444,11 @@ sync
         return argv
 
     def _run_qemu(self, argv: list[str], serial_log: Path, deadline: float, label: str,
-                  max_boots: int, reset_on: str | None = None) -> tuple[int, int]:
+                  max_boots: int, reset_on: str | tuple[str, ...] | None = None
+                  ) -> tuple[int, int]:
         """Run one QEMU process to its end; return (exit code, boots seen)."""
         boots = 0
+        triggers = (reset_on,) if isinstance(reset_on, str) else reset_on or ()
         with serial_log.open("ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT)
@@ -468,8 +471,9 @@ sync
                         self.progress(f"{label}: {line.split('memconsole-lab: ', 1)[1].strip()}")
                     elif "Kernel panic - not syncing" in line:
                         self.progress(f"{label}: guest panicked, warm reboot follows")
-                    if reset_on is not None and reset_on in line and boots < max_boots:
-                        self.progress(f"{label}: {reset_on!r} seen: system_reset via the "
+                    seen = next((t for t in triggers if t in line), None)
+                    if seen is not None and boots < max_boots:
+                        self.progress(f"{label}: {seen!r} seen: system_reset via the "
                                       "QEMU monitor")
                         _monitor(argv, "system_reset")
 
