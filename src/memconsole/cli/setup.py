@@ -270,7 +270,10 @@ def run(args: argparse.Namespace) -> int:
                                 "(docs/setup.md); --undo removes this block.",
                                 f"MEMCONSOLE_RING={ring}", BLOCK_END.decode(), ""])
             desired.append(Desired("/etc/default/memconsole", "units", block=block.encode()))
-        steps.append(Step(lambda: _install_units(root, ring), lambda: _remove_units(root)))
+        from memconsole.setup.units import unit_paths
+
+        steps.append(Step(lambda: _install_units(root, ring), lambda: _remove_units(root),
+                          paths=unit_paths()))
     files = [d.path for d in desired]
     if args.json:
         data = {**record, "kernel_chosen_because": facts.kernel.chosen_because,

@@ -2,16 +2,22 @@
 
 Rules (docs/setup.md):
 
-* every new content is first written to a temporary file beside its target
-  (:func:`memconsole._common.write_durably` of a ``.NAME.memconsole-new``
-  file); only when all of them exist are they renamed over their targets,
-  and a failure at any point puts back what was already renamed: a
-  read-only /etc, a full disk or a failing update-grub leave every file as
-  it was;
 * the manifest (``/var/lib/memconsole/setup.json``) keeps, for every file
   setup touched, its content and mode before the first setup and the hash
-  of what setup wrote; ``--undo`` restores those bytes (or removes what
-  setup created), and refuses to overwrite a file someone changed since;
+  of what setup wrote, and the directories setup creates; ``--undo``
+  restores those bytes (or removes what setup created), and refuses to
+  overwrite a file someone changed since;
+* the manifest is committed first, before anything in /etc changes; then
+  every new content is written to a staged file beside its target
+  (``.NAME.memconsole-new``, fsynced); only when all of them exist are they
+  renamed over their targets, and a failure at any point puts back what
+  was already renamed: a read-only /etc, a full disk or a failing
+  update-grub leave every file as it was;
+* a setup or undo killed at any point leaves every file at its final path
+  either as it was or as setup writes it, and a manifest from which the
+  next ``setup`` finishes the change or ``--undo`` takes it back (staged
+  files left by the killed run included); killed before its manifest was
+  committed, it changed nothing in /etc (docs/reliability.md);
 * a file whose content already is what setup would write is not touched,
   so a second run changes nothing; update-grub runs only when the GRUB
   drop-in changed, and its grub.cfg must carry every parameter exactly.
@@ -97,6 +103,10 @@ class Step:
 
     run: Callable[[], str]
     revert: Callable[[], object] | None = None
+    #: Files the step creates or removes (below the root, as "/etc/..."):
+    #: their directories get their modification time back at undo, as the
+    #: transaction's own do.
+    paths: tuple[str, ...] = ()
 
 
 def _restore_note(failed: Sequence[str]) -> str:
@@ -180,15 +190,15 @@ def _target(root: Path, path: str) -> Path:
     return target
 
 
-def _dir_times(root: Path, txn: _Txn) -> dict[str, dict[str, Any]]:
-    """The directories whose entries *txn* changes (a target's directory, or
-    the nearest existing ancestor of one it creates): their modification
-    time and entry names now, so that undo can give back the time once the
-    entries are the same again."""
+def _dir_times(root: Path, targets: Sequence[Path]) -> dict[str, dict[str, Any]]:
+    """The directories whose entries a change of *targets* changes (a
+    target's directory, or the nearest existing ancestor of one it
+    creates): their modification time and entry names now, so that undo can
+    give back the time once the entries are the same again."""
     root_real = root.resolve()
     out: dict[str, dict[str, Any]] = {}
-    for op in txn.ops:
-        d = op.target.parent
+    for target in targets:
+        d = target.parent
         while not d.exists() and d != d.parent:
             d = d.parent
         try:
@@ -234,13 +244,40 @@ def _unb64(text: str | None) -> bytes | None:
     return base64.b64decode(text) if text is not None else None
 
 
-def _mkdirs(txn: _Txn, directory: Path, mode: int = 0o755) -> None:
+def _missing(directory: Path) -> list[Path]:
+    """*directory* and its ancestors that do not exist, deepest first."""
     missing = []
     d = directory
-    while not d.exists():
+    while not d.exists() and d != d.parent:
         missing.append(d)
         d = d.parent
-    for d in reversed(missing):
+    return missing
+
+
+def _staged(target: Path) -> Path:
+    return target.with_name(f".{target.name}{_STAGE_SUFFIX}")
+
+
+def _write_staged(path: Path, data: bytes, mode: int, mtime_ns: int | None) -> None:
+    """Write *data* to the staged file *path* (a stale one of a killed run
+    is replaced) and fsync it.  No temporary of its own: what a kill leaves
+    is *path*, which the next setup or undo removes."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if mtime_ns is not None:
+        os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+
+def _mkdirs(txn: _Txn, directory: Path, mode: int = 0o755) -> None:
+    for d in reversed(_missing(directory)):
         d.mkdir(mode=mode)
         os.chmod(d, mode)  # mkdir's mode passes through the umask
         txn.dirs.append(d)
@@ -252,13 +289,12 @@ def _stage(txn: _Txn) -> None:
         if op.new is None:
             continue
         _mkdirs(txn, op.target.parent)
-        op.staged = op.target.with_name(f".{op.target.name}{_STAGE_SUFFIX}")
+        op.staged = _staged(op.target)
         try:
-            op.staged.unlink(missing_ok=True)
-            write_durably(op.staged, op.new, mtime_ns=op.mtime_ns, mode=op.mode)
+            _write_staged(op.staged, op.new, op.mode, op.mtime_ns)
             if op.uid is not None and op.gid is not None and os.geteuid() == 0:
                 os.chown(op.staged, op.uid, op.gid)
-            os.chmod(op.staged, op.mode)  # write_durably's mode passes through the umask
+            os.chmod(op.staged, op.mode)  # os.open's mode passes through the umask
         except OSError as exc:
             # Name the file being installed, not its temporary twin.
             raise OSError(exc.errno, exc.strerror, str(op.target)) from None
@@ -434,17 +470,20 @@ def apply(root: Path, desired: list[Desired], record: dict[str, Any],
         return Outcome(unchanged=tuple(unchanged), manifest=manifest_path,
                        grub="update-grub not needed: nothing changed",
                        steps=tuple(step.run() for step in steps))
-    times = _dir_times(root, txn)
-    manifest = {"version": 1, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "plan": record, "files": entries,
-                "dirs": sorted({*(old or {}).get("dirs", [])}),
-                # The first setup's record wins: undo goes back to before it.
-                "dir_times": {**times, **(old or {}).get("dir_times", {})}}
     # The manifest is renamed first: undo treats a file whose content is
     # still the original as already restored.
     mpath = _target(root, manifest_path)
     mbefore = _state(mpath)
     txn.ops.insert(0, _Op(manifest_path, mpath, b"", 0o600, mbefore))
+    # The manifest's own directory and the steps' files count too: undo
+    # removes them as well.
+    times = _dir_times(root, [op.target for op in txn.ops]
+                       + [_target(root, p) for step in steps for p in step.paths])
+    manifest = {"version": 1, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "plan": record, "files": entries,
+                "dirs": sorted({*(old or {}).get("dirs", [])}),
+                # The first setup's record wins: undo goes back to before it.
+                "dir_times": {**times, **(old or {}).get("dir_times", {})}}
     try:
         _run_with_manifest(root, txn, manifest, "install the configuration")
     except SetupError:
@@ -475,25 +514,28 @@ def apply(root: Path, desired: list[Desired], record: dict[str, Any],
 
 
 def _run_with_manifest(root: Path, txn: _Txn, manifest: dict[str, Any], what: str) -> None:
-    """Stage the files, then the manifest (which lists the directories
-    staging created, for undo), then commit all, the manifest first."""
+    """Commit the manifest (which lists the directories setup creates, for
+    undo), then stage the files, then commit them.  The manifest comes
+    first so that a kill at any later point leaves one that names every
+    file and directory the killed run may have touched."""
     mop, files = txn.ops[0], txn.ops[1:]
+    root_real = root.resolve()
+    created = [d for op in files if op.new is not None for d in _missing(op.target.parent)]
     try:
         # The archive's directory is private (mode 0700, as collect makes it).
         _mkdirs(txn, mop.target.parent, 0o700)
-        _stage(_Txn(files, txn.dirs))
-        root_real = root.resolve()
-        manifest["dirs"] = sorted({*manifest["dirs"],
-                                   *("/" + str(d.resolve().relative_to(root_real))
-                                     for d in txn.dirs)})
+        manifest["dirs"] = sorted({*manifest["dirs"], *(
+            "/" + str(d.resolve().relative_to(root_real)) for d in [*txn.dirs, *created])})
         mop.new = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
         _stage(_Txn([mop]))
+        _commit(_Txn([mop]))
+        _stage(_Txn(files, txn.dirs))
     except OSError as exc:
         _rollback(txn)
         raise SetupError(f"cannot {what}: {exc.filename or ''}: {exc.strerror}; nothing was "
                          "changed") from None
     try:
-        _commit(txn)
+        _commit(_Txn(files))
     except OSError as exc:
         failed = _rollback(txn)
         tail = _restore_note(failed)
@@ -505,15 +547,26 @@ def undo(root: Path, update: GrubUpdate | None, update_how: str,
     """Put every file the last setup touched back as it was before the
     first setup (remove the ones it created), then the manifest; *steps*
     run first, once the files are known to be restorable (a failing step
-    leaves every file as it is)."""
+    leaves every file as it is).  The directories setup created go, and
+    each directory gets its time back, before the manifest is removed, so
+    that an undo killed at any point is finished by the next one; only the
+    manifest's own directory is removed after it."""
     old = read_manifest(root)
+    mpath = _target(root, MANIFEST)
     if old is None:
+        # A setup killed before it committed its manifest changed nothing in
+        # /etc; its staged manifest may be left.
+        with contextlib.suppress(OSError):
+            _staged(mpath).unlink(missing_ok=True)
         return Outcome(grub="nothing to undo: no setup manifest "
                        f"({root / MANIFEST.lstrip('/')})")
     txn = _Txn()
     conflicts = []
     for f in old["files"]:
         target = _target(root, f["path"])
+        # What a killed setup or undo staged and did not rename.
+        with contextlib.suppress(OSError):
+            _staged(target).unlink(missing_ok=True)
         before = _state(target)
         original = _unb64(f["original"])
         if before.exists == f["existed"] and before.content == original:
@@ -537,14 +590,29 @@ def undo(root: Path, update: GrubUpdate | None, update_how: str,
         raise SetupError(f"changed since setup: {', '.join(conflicts)}: their content before "
                          f"setup is in {MANIFEST} (base64 'original'); nothing was changed")
     notes = tuple(step.run() for step in steps)
-    mpath = _target(root, MANIFEST)
-    txn.ops.append(_Op(MANIFEST, mpath, None, 0o600, _state(mpath)))
     _run(txn, "undo the configuration")
-    for d in sorted(old.get("dirs", []), key=len, reverse=True):
-        with contextlib.suppress(OSError):
-            _target(root, d).rmdir()
-    _restore_dir_times(root, old.get("dir_times") or {})
+    # update-grub before the manifest goes: a failure puts the files back,
+    # and the manifest still describes them.
     grub = _grub(txn, update, update_how, None, "undo rolled back")
-    return Outcome(changed=tuple(op.path for op in txn.ops[:-1] if op.new is not None),
-                   removed=tuple(op.path for op in txn.ops[:-1] if op.new is None),
+    times = old.get("dir_times") or {}
+    mdirs = {mpath.parent, *mpath.parent.parents}
+    dirs = sorted(old.get("dirs", []), key=len, reverse=True)
+    for d in dirs:
+        if _target(root, d) not in mdirs:
+            with contextlib.suppress(OSError):
+                _target(root, d).rmdir()
+    _restore_dir_times(root, times)
+    try:
+        mpath.unlink(missing_ok=True)
+        fsync_dir(mpath.parent)
+    except OSError as exc:
+        raise SetupError(f"cannot remove {MANIFEST}: {exc.strerror}; every file was put back "
+                         "as it was: run 'memconsole setup --undo' again") from None
+    for d in dirs:
+        if _target(root, d) in mdirs:
+            with contextlib.suppress(OSError):
+                _target(root, d).rmdir()
+    _restore_dir_times(root, times)
+    return Outcome(changed=tuple(op.path for op in txn.ops if op.new is not None),
+                   removed=tuple(op.path for op in txn.ops if op.new is None),
                    grub=grub, steps=notes)

@@ -40,6 +40,7 @@ __all__ = [
     "remove_units",
     "render_unit",
     "ring_dropin",
+    "unit_paths",
 ]
 
 #: Where the unit files are in the installed package.
@@ -212,11 +213,39 @@ def _systemctl(*args: str) -> None:
         raise ConfigError(f"systemctl {' '.join(args)} failed ({proc.returncode}): {detail}")
 
 
+def _remove_stale(directory: Path, name: str) -> None:
+    """Remove the temporaries of *name* a killed install left in
+    *directory*: write_durably's ``.NAME.tmpPID.HEX8`` and the links'
+    ``.NAME.tmpPID``."""
+    stale = re.compile(rf"^\.{re.escape(name)}\.tmp\d+(?:\.[0-9a-f]{{8}})?$")
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        if stale.match(entry):
+            (directory / entry).unlink(missing_ok=True)
+
+
 def _symlink(target: str, link: Path) -> None:
     tmp = link.with_name(f".{link.name}.tmp{os.getpid()}")
     tmp.unlink(missing_ok=True)
     os.symlink(target, tmp)
     os.replace(tmp, link)
+
+
+def unit_paths() -> tuple[str, ...]:
+    """Every file :func:`install_units` may write, as paths below the root
+    (``/etc/systemd/system/...``): the units, their ``.wants/`` links and
+    the ring drop-in."""
+    system = f"/{_SYSTEM_DIR}"
+    out = []
+    for name in UNIT_NAMES:
+        out.append(f"{system}/{name}")
+        out += [f"{system}/{target}.wants/{name}"
+                for target in _wanted_by((UNITS_DIR / name).read_text())]
+    out.append(f"{system}/memconsole-record.service.d/{_DROPIN}")
+    return tuple(out)
 
 
 def install_units(root: Path = Path("/"), *, command: Command | None = None,
@@ -238,15 +267,18 @@ def install_units(root: Path = Path("/"), *, command: Command | None = None,
     dropin = ring_dropin(ring) if ring else None
     system.mkdir(parents=True, exist_ok=True)
     for name, text in texts.items():
+        _remove_stale(system, name)
         write_durably(system / name, text.encode(), mode=0o644)
         written.append(system / name)
         if enable:
             for target in _wanted_by(text):
                 wants = system / f"{target}.wants"
                 wants.mkdir(exist_ok=True)
+                _remove_stale(wants, name)
                 _symlink(f"/{_SYSTEM_DIR}/{name}", wants / name)
                 written.append(wants / name)
     dropin_dir = system / "memconsole-record.service.d"
+    _remove_stale(dropin_dir, _DROPIN)
     if dropin is not None:
         dropin_dir.mkdir(exist_ok=True)
         write_durably(dropin_dir / _DROPIN, dropin.encode(), mode=0o644)
@@ -268,8 +300,10 @@ def remove_units(root: Path = Path("/"), *, reload: bool | None = None) -> list[
         _systemctl("stop", *reversed(UNIT_NAMES))
     removed: list[Path] = []
     for name in UNIT_NAMES:
+        _remove_stale(system, name)
         # glob() skips these links: their targets are absolute, inside *root*.
         for wants in sorted(system.glob("*.wants")):
+            _remove_stale(wants, name)
             link = wants / name
             if link.is_symlink():
                 link.unlink()
@@ -278,6 +312,7 @@ def remove_units(root: Path = Path("/"), *, reload: bool | None = None) -> list[
             (system / name).unlink()
             removed.append(system / name)
     dropin_dir = system / "memconsole-record.service.d"
+    _remove_stale(dropin_dir, _DROPIN)
     if (dropin_dir / _DROPIN).exists():
         (dropin_dir / _DROPIN).unlink()
         removed.append(dropin_dir / _DROPIN)
