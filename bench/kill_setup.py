@@ -97,7 +97,8 @@ _T0 = 1_600_000_000_000_000_000  # the layouts' modification times (ns)
 # write_durably's temporary (".NAME.tmpPID.HEX"), the transaction's staged
 # file (".NAME.memconsole-new", and its own temporary) and the units'
 # temporary symbolic link (".NAME.tmpPID").
-_TEMP = re.compile(r"^\..+(?:\.memconsole-new(?:\.tmp\d+\.[0-9a-f]{8})?|\.tmp\d+(?:\.[0-9a-f]{8})?)$")
+_TEMP = re.compile(r"^\..+(?:\.memconsole-new(?:\.tmp\d+\.[0-9a-f]{8})?"
+                   r"|\.tmp\d+(?:\.[0-9a-f]{8})?)$")
 
 WRAPPER = r"""
 import os, signal, sys
