@@ -14,10 +14,14 @@ The document is bench/benchmarks.md.in with its directives replaced:
   project's targets, computed here from the tables (never written by hand);
   a benchmark that failed is shown as failed with the tail of its stderr.
 
+The commit is taken when the run starts and again at its end, and both are shown
+when they differ (the tree is shared).
+
 The rest of the template (what each figure means, what was learnt, a short
 history) is copied as it is.  Benchmarks start and end in the order of
 :data:`BENCHES` (the one that boots VMs last, under ``flock`` on
-/tmp/memconsole-vm.lock), not in the order of the document.
+/tmp/memconsole-vm.lock, waiting at most ``--vm-wait`` seconds for it), not in
+the order of the document.
 
 A full run (no ``--only``, no ``--quick``) writes docs/benchmarks.md; any other
 run writes to stdout unless ``--out`` is given.  ``--quick`` uses smaller inputs
@@ -34,6 +38,7 @@ import platform
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -268,7 +273,7 @@ BENCHES: tuple[Bench, ...] = (
           "Chromium rendering a one-line page (its start-up and shutdown)", _report_verdicts),
     Bench("kmod", "bench_kmod.py", ("--count", "2000", "--repeat", "5"),
           ("--kernel", "6.12", "--count", "200", "--repeat", "1"),
-          "no console at all, and the emulated serial console", vm=True, timeout=3600.0),
+          "no console at all, and the emulated serial console", vm=True, timeout=1200.0),
 )
 BY_NAME = {b.name: b for b in BENCHES}
 
@@ -306,11 +311,12 @@ def _rel(path: str) -> str:
         return path
 
 
-def command(bench: Bench, quick: bool, python: str) -> list[str]:
-    """The argv of *bench* (as run from the repository root)."""
+def command(bench: Bench, quick: bool, python: str, vm_wait: int = 1800) -> list[str]:
+    """The argv of *bench* (as run from the repository root); one that boots VMs
+    waits up to *vm_wait* seconds for the VM lock."""
     argv = [python, f"bench/{bench.script}", *(bench.quick if quick else bench.args)]
     if bench.vm:
-        argv = ["flock", "-w", "1800", VM_LOCK, *argv]
+        argv = ["flock", "-w", str(vm_wait), VM_LOCK, *argv]
     return argv
 
 
@@ -340,33 +346,49 @@ def prepare_venv(log: Callable[[str], None]) -> str:
             "(COPY: pyproject.toml, README.md and src/ of this tree)")
 
 
-def run_one(bench: Bench, quick: bool, python: str, log: Callable[[str], None]) -> Result:
-    """Run *bench*, capturing its output."""
-    res = Result(bench, command(bench, quick, python))
+def run_one(bench: Bench, quick: bool, python: str, log: Callable[[str], None],
+            vm_wait: int = 1800) -> Result:
+    """Run *bench* in its own process group, capturing its output; on timeout the
+    whole group (QEMU guests included) is terminated."""
+    res = Result(bench, command(bench, quick, python, vm_wait))
     res.load_before = os.getloadavg()
     res.start = time.time()
     log(f"run.py: {bench.name}: {shown(res.argv)}")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), **bench.env)
+    timeout = bench.timeout + (vm_wait if bench.vm else 0)
     try:
-        done = subprocess.run(res.argv, cwd=ROOT, env=env, capture_output=True, text=True,
-                              errors="replace", timeout=bench.timeout, check=False)
-        res.returncode, res.stdout, res.stderr = done.returncode, done.stdout, done.stderr
-    except subprocess.TimeoutExpired as exc:
-        res.returncode = -1
-        res.stdout = _text(exc.stdout)
-        res.stderr = _text(exc.stderr) + f"\nrun.py: timed out after {bench.timeout:.0f} s"
+        proc = subprocess.Popen(res.argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, errors="replace",
+                                start_new_session=True)
     except OSError as exc:
         res.returncode, res.stderr = -1, f"run.py: cannot run it: {exc}"
+    else:
+        try:
+            res.stdout, res.stderr = proc.communicate(timeout=timeout)
+            res.returncode = proc.returncode
+        except subprocess.TimeoutExpired:
+            _stop_group(proc)
+            res.stdout, res.stderr = proc.communicate()
+            res.returncode = -1
+            res.stderr += f"\nrun.py: timed out after {timeout:.0f} s; process group stopped"
     res.end = time.time()
     res.load_after = os.getloadavg()
     log(f"run.py: {bench.name}: exit {res.returncode} after {res.end - res.start:.0f} s")
     return res
 
 
-def _text(data: bytes | str | None) -> str:
-    if data is None:
-        return ""
-    return data if isinstance(data, str) else data.decode(errors="replace")
+def _stop_group(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM to *proc*'s process group, SIGKILL 10 s later if it is still there."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 # --- the document -------------------------------------------------------------------------------
@@ -420,16 +442,19 @@ def commit() -> str:
 
 
 def header(results: Sequence[Result], quick: bool, argv: Sequence[str], started: float,
-           venv_cmd: str) -> str:
+           venv_cmd: str, commits: tuple[str, str] = ("", "")) -> str:
     """The @header block."""
     out = []
     if quick:
         out += ["> **Quick run (`--quick`): smaller inputs and fewer rounds. These are not "
                 "the published figures; run `bench/run.py` without `--quick` for those.**", ""]
     ended = max((r.end for r in results), default=started)
+    first, last = commits if commits[0] else (commit(), "")
+    tree = f"from commit {first}" + (f"; at its end the tree was at {last}"
+                                       if last and last != first else "")
     out += [f"Generated by `{shlex.join(['bench/run.py', *argv])}` on "
             f"{_utc(started, '%Y-%m-%d')}, {_utc(started, '%H:%M')}-{_utc(ended, '%H:%M')} "
-            f"UTC, from commit {commit()}.  Every figure below was measured in that run, "
+            f"UTC, {tree}.  Every figure below was measured in that run, "
             "each benchmark side by side with its peer; the verdicts against the "
             "project's targets are computed by bench/run.py from the measured figures.", ""]
     if venv_cmd:
@@ -484,20 +509,21 @@ def _spaced(text: str) -> str:
     for line in text.splitlines():
         is_row = line.startswith("|")
         was_row = bool(lines) and lines[-1].startswith("|")
-        if lines and lines[-1].strip() and is_row != was_row:
+        if lines and lines[-1].strip() and line.strip() and is_row != was_row:
             lines.append("")
         lines.append(line)
     return "\n".join(lines)
 
 
 def render(template: str, results: Sequence[Result], *, quick: bool, selected: set[str],
-           argv: Sequence[str], started: float, venv_cmd: str = "") -> str:
+           argv: Sequence[str], started: float, venv_cmd: str = "",
+           commits: tuple[str, str] = ("", "")) -> str:
     """The document: *template* with its directives replaced."""
     by_name = {r.bench.name: r for r in results}
     out = []
     for line in template.splitlines():
         if line.strip() == "@header":
-            out.append(header(results, quick, argv, started, venv_cmd))
+            out.append(header(results, quick, argv, started, venv_cmd, commits))
         elif line.startswith("@run "):
             name = line.split()[1]
             out.append(section(by_name.get(name), name, quick, name in selected))
@@ -529,6 +555,9 @@ def main(argv: list[str] | None = None) -> int:
                          "run, stdout otherwise)")
     ap.add_argument("--template", type=Path, default=TEMPLATE)
     ap.add_argument("--list", action="store_true", help="print the benchmark names")
+    ap.add_argument("--vm-wait", type=int, default=1800, metavar="SECONDS",
+                    help="how long a benchmark that boots VMs waits for the VM lock "
+                         "(default: 1800)")
     args = ap.parse_args(argv)
     if args.list:
         print("\n".join(b.name for b in BENCHES))
@@ -545,20 +574,22 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     started = time.time()
+    first = commit()
     todo = [b for b in BENCHES if b.name in selected]
     venv_cmd = prepare_venv(log) if any(b.venv for b in todo) else ""
     results = []
     for bench in todo:
         if bench.venv and not venv_cmd:
-            res = Result(bench, command(bench, args.quick, sys.executable), start=time.time(),
+            res = Result(bench, command(bench, args.quick, sys.executable, args.vm_wait),
+                         start=time.time(),
                          returncode=-1, stderr=f"run.py: could not install {VENV}")
             res.end, res.load_before, res.load_after = res.start, os.getloadavg(), os.getloadavg()
             results.append(res)
             continue
-        results.append(run_one(bench, args.quick, _rel(sys.executable), log))
+        results.append(run_one(bench, args.quick, _rel(sys.executable), log, args.vm_wait))
     doc = render(template, results, quick=args.quick, selected=selected,
                  argv=sys.argv[1:] if argv is None else argv, started=started,
-                 venv_cmd=venv_cmd)
+                 venv_cmd=venv_cmd, commits=(first, commit()))
     if out is None:
         sys.stdout.write(doc)
     else:
