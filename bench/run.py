@@ -56,6 +56,7 @@ VENV = Path("/tmp/memconsole-bench-venv")
 VM_LOCK = "/tmp/memconsole-vm.lock"
 CORPUS = ROOT.parent / "shared" / "corpora" / "syzkaller-linux-report"
 STDERR_TAIL = 30
+LOCK_TIMEOUT = 75  # flock -E: the exit status when the VM lock stayed held
 
 
 # --- Markdown tables in a benchmark's output ----------------------------------------------
@@ -316,7 +317,7 @@ def command(bench: Bench, quick: bool, python: str, vm_wait: int = 1800) -> list
     waits up to *vm_wait* seconds for the VM lock."""
     argv = [python, f"bench/{bench.script}", *(bench.quick if quick else bench.args)]
     if bench.vm:
-        argv = ["flock", "-w", str(vm_wait), VM_LOCK, *argv]
+        argv = ["flock", "-E", str(LOCK_TIMEOUT), "-w", str(vm_wait), VM_LOCK, *argv]
     return argv
 
 
@@ -373,6 +374,10 @@ def run_one(bench: Bench, quick: bool, python: str, log: Callable[[str], None],
             res.stderr += f"\nrun.py: timed out after {timeout:.0f} s; process group stopped"
     res.end = time.time()
     res.load_after = os.getloadavg()
+    if bench.vm and res.returncode == LOCK_TIMEOUT:
+        res.note = f"**failed**: the VM lock stayed held for the {vm_wait} s it waited"
+        res.stderr += (f"\nrun.py: {VM_LOCK} stayed held by other VM work for the {vm_wait} s "
+                       "this benchmark waited; it did not start")
     log(f"run.py: {bench.name}: exit {res.returncode} after {res.end - res.start:.0f} s")
     return res
 
