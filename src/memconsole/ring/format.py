@@ -195,10 +195,12 @@ def parse_header(buf: bytes | memoryview, size: int | None = None) -> RingHeader
     primary = _check_copy(buf, 0, size)
     if isinstance(primary, RingHeader):
         return primary
-    if primary.reason in ("damaged", "geometry"):
-        backup = _check_copy(buf, HEADER_SIZE, size)
-        if isinstance(backup, RingHeader):
-            return backup
+    # Whatever is wrong with the primary (a flipped bit of its magic reads
+    # as foreign content, a zeroed copy as an empty region), a valid backup
+    # (magic, CRC, version, geometry) is the ring's header.
+    backup = _check_copy(buf, HEADER_SIZE, size)
+    if isinstance(backup, RingHeader):
+        return backup
     raise primary
 
 
