@@ -3,7 +3,7 @@ collect`` at every boot, then the archive checked against what was crashed.
 
     flock /tmp/memconsole-vm.lock env PYTHONPATH=src nice -n 10 \\
         .venv/bin/python bench/soak.py --cycles 200 --kernel 6.1 --kernel 6.12 \\
-        --seed 1 --jobs 2 --json bench/results/soak/soak-200.json --out /tmp/soak
+        --seed 1 --chain 9 --jobs 2 --json bench/results/soak/run.json --out /tmp/soak
 
     # the short version the test suite runs (tests/lab/test_vm_soak.py)
     .venv/bin/python -m pytest -q tests/lab/test_vm_soak.py

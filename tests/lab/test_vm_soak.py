@@ -5,7 +5,7 @@ six kinds (three that panic: an oops, the hung-task detector, sysrq; three
 that do not, known from the ring only: a reset, a soft lockup and a hard
 lockup, the two lockups reset through the QEMU monitor), collect at every
 boot, then the archive checked against what was crashed.  Six, not ten: a
-ring cycle costs about 20 s under TCG (two Python start-ups in the guest
+ring cycle costs 20 to 50 s under TCG (two Python start-ups in the guest
 per boot, collect and the recorder) and the suite has a time budget.
 """
 
