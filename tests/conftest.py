@@ -10,7 +10,8 @@ drills, minutes each under TCG) run on one kernel in every suite, chosen so
 that both kernels are covered (the two kernel-module drills and the two
 doctor drills each run one on 6.1 and one on 6.12); their twins on the other
 kernel are marked ``long`` and run with MEMCONSOLE_LONG=1, as are eight of the
-twelve crash kinds on 6.1 (tests/lab/test_vm_drill.py), so that the whole
+twelve crash kinds on 6.1 and the three on 6.12 that the soak's short run
+crashes (tests/lab/test_vm_drill.py), so that the whole
 default suite, VM tests included, stays within CI's time budget.
 ``MEMCONSOLE_LONG=1 MEMCONSOLE_FORCE_VM=1 scripts/test.sh`` runs everything.
 """
