@@ -571,6 +571,29 @@ def _machine() -> dict[str, object]:
             "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
+def report(paths: Sequence[Path]) -> int:
+    """Print the table of the runs saved in *paths* (``--json`` files), their
+    figures added per configuration; 0 when the runs are clean together."""
+    merged: dict[str, Figures] = {}
+    for path in paths:
+        try:
+            doc = json.loads(path.read_text())
+            for name, fields in doc["figures"].items():
+                fig = Figures(**fields)
+                into = merged.setdefault(name, Figures())
+                for key, value in asdict(fig).items():
+                    setattr(into, key, getattr(into, key) + value)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"soak: {path}: not a soak run ({exc})", file=sys.stderr)
+            return 1
+    total = merged.pop("total", Figures())
+    print(HEADER)
+    for name, fig in merged.items():
+        print(fig.row(name))
+    print(total.row("**total**"))
+    return 0 if total.clean and total.errors == 0 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--cycles", type=int, default=16, help="crashes in all (default 16)")
@@ -589,7 +612,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip the plan's chains before N (the rest of a run cut short)")
     ap.add_argument("--out", type=Path, help="keep the chains' directories here")
     ap.add_argument("--json", type=Path, help="write the run here (rewritten per chain)")
+    ap.add_argument("--report", type=Path, nargs="+", metavar="JSON",
+                    help="run nothing: print the table of these runs' --json files together "
+                         "(a run and the rest of it, --first-chain)")
     args = ap.parse_args(argv)
+    if args.report:
+        return report(args.report)
     both = {"both": (False, True), "on": (True,), "off": (False,)}
     missing = sorted(set(KINDS) ^ set(CRASH_ACTIONS))
     if missing:
