@@ -34,6 +34,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -244,6 +245,28 @@ def _monitor(argv: list[str], command: str) -> None:
         time.sleep(0.2)  # let the monitor read the line before we hang up
 
 
+#: A UNIX socket's path holds at most this many bytes, its NUL included (unix(7)).
+_SUN_PATH = 108
+
+
+def _short_monitor(argv: list[str]) -> tuple[list[str], Path | None]:
+    """*argv* with its ``-monitor unix:PATH`` moved into a new private
+    directory under the temporary directory when PATH is too long for a
+    socket (a drill deep in pytest's or a CI runner's tree), and that
+    directory (``None`` when nothing moved): QEMU would refuse to start."""
+    if "-monitor" not in argv:
+        return argv, None
+    i = argv.index("-monitor") + 1
+    kind, _, rest = argv[i].partition(":")
+    path, sep, options = rest.partition(",")
+    if kind != "unix" or len(os.fsencode(path)) < _SUN_PATH:
+        return argv, None
+    short = Path(tempfile.mkdtemp(prefix="memconsole-monitor-"))
+    moved = list(argv)
+    moved[i] = f"unix:{short / 'monitor.sock'}{sep}{options}"
+    return moved, short
+
+
 def _default_cache() -> Path:
     env = os.environ.get("MEMCONSOLE_LAB_CACHE")
     if env:
@@ -447,6 +470,17 @@ sync
                   max_boots: int, reset_on: str | tuple[str, ...] | None = None
                   ) -> tuple[int, int]:
         """Run one QEMU process to its end; return (exit code, boots seen)."""
+        argv, short = _short_monitor(argv)
+        try:
+            return self._run_qemu_process(argv, serial_log, deadline, label, max_boots,
+                                          reset_on)
+        finally:
+            if short is not None:
+                shutil.rmtree(short, ignore_errors=True)
+
+    def _run_qemu_process(self, argv: list[str], serial_log: Path, deadline: float,
+                          label: str, max_boots: int,
+                          reset_on: str | tuple[str, ...] | None) -> tuple[int, int]:
         boots = 0
         triggers = (reset_on,) if isinstance(reset_on, str) else reset_on or ()
         with serial_log.open("ab") as log:
