@@ -77,25 +77,17 @@ sys.path.insert(0, str(ROOT / "src"))
 from memconsole.archive import Archive  # noqa: E402
 from memconsole.errors import LabError, MemconsoleError  # noqa: E402
 from memconsole.history import CrashEvent, crash_history  # noqa: E402
-from memconsole.lab import CRASH_ACTIONS, Drill, Lab, Ramoops, pick_kernel  # noqa: E402
+from memconsole.lab import (  # noqa: E402
+    CRASH_ACTIONS,
+    PANIC_EVENTS,
+    Drill,
+    Lab,
+    Ramoops,
+    pick_kernel,
+)
 
-#: A panic kind -> (event kind, task prefix, panic reason prefix; None: the
-#: reason must contain "panic_on_warn set"), as tests/lab/test_vm_drill.py
-#: expects them.
-PANICS: dict[str, tuple[str, str, str | None]] = {
-    "null": ("null-pointer", "insmod", "Fatal exception"),
-    "bug": ("bug", "insmod", "Fatal exception"),
-    "warn": ("warning", "insmod", None),
-    "divide": ("divide-error", "insmod", "Fatal exception"),
-    "gpf": ("general-protection", "insmod", "Fatal exception"),
-    "rodata": ("page-fault", "insmod", "Fatal exception"),
-    "list": ("list-corruption", "insmod", "Fatal exception"),
-    "softlockup": ("soft-lockup", "insmod", "softlockup: hung tasks"),
-    "hung": ("hung-task", "insmod", "hung_task: blocked tasks"),
-    "panic": ("panic", "insmod", "crashy: requested panic"),
-    "workqueue": ("null-pointer", "kworker/", "Fatal exception"),
-    "sysrq": ("panic", "sh", "sysrq triggered crash"),
-}
+#: A panic kind -> what its event must be (memconsole.lab.PANIC_EVENTS).
+PANICS = PANIC_EVENTS
 #: Ends without a panic: no dump, only the ring can tell (a hang or reset).
 NO_PANIC = ("reset", "lockup", "hardlockup", "reboot")
 KINDS = tuple(sorted((*PANICS, *NO_PANIC)))

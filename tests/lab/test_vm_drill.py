@@ -11,24 +11,12 @@ import pytest
 
 from conftest import kernel_for
 from memconsole.cli.demo import STAGE2
+from memconsole.lab import PANIC_EVENTS
 
 pytestmark = pytest.mark.vm
 
-# Crash kind -> (expected kind, expected comm prefix, expected panic reason prefix)
-EXPECTED = {
-    "null": ("null-pointer", "insmod", "Fatal exception"),
-    "bug": ("bug", "insmod", "Fatal exception"),
-    "warn": ("warning", "insmod", None),  # reason checked below: "... panic_on_warn set ..."
-    "divide": ("divide-error", "insmod", "Fatal exception"),
-    "gpf": ("general-protection", "insmod", "Fatal exception"),
-    "rodata": ("page-fault", "insmod", "Fatal exception"),
-    "list": ("list-corruption", "insmod", "Fatal exception"),
-    "softlockup": ("soft-lockup", "insmod", "softlockup: hung tasks"),
-    "hung": ("hung-task", "insmod", "hung_task: blocked tasks"),
-    "panic": ("panic", "insmod", "crashy: requested panic"),
-    "workqueue": ("null-pointer", "kworker/", "Fatal exception"),
-    "sysrq": ("panic", "sh", "sysrq triggered crash"),
-}
+# Crash kind -> (expected kind, expected comm prefix, expected panic reason prefix).
+EXPECTED = PANIC_EVENTS
 
 CAPTURE = """\
     mkdir -p "$OUT/pstore"

@@ -51,6 +51,7 @@ from memconsole.lab._systemd import SystemdDrill, run_systemd_drill
 
 __all__ = [
     "CRASH_ACTIONS",
+    "PANIC_EVENTS",
     "CrashAction",
     "Drill",
     "DrillResult",
@@ -149,6 +150,26 @@ CRASH_ACTIONS: dict[str, CrashAction] = {
     "hardlockup": _crashy("hardlockup", module="crashcon"),
     # No crash: a clean restart (kernel_restart(), after the shutdown steps).
     "reboot": CrashAction((), "busybox reboot -f"),
+}
+
+
+#: What each panicking crash action must leave once collected: the event's
+#: kind, the prefix of its task, and the prefix of its panic reason (``None``:
+#: the reason must contain "panic_on_warn set").  The crash drills and the
+#: soak check their events against it.
+PANIC_EVENTS: dict[str, tuple[str, str, str | None]] = {
+    "null": ("null-pointer", "insmod", "Fatal exception"),
+    "bug": ("bug", "insmod", "Fatal exception"),
+    "warn": ("warning", "insmod", None),
+    "divide": ("divide-error", "insmod", "Fatal exception"),
+    "gpf": ("general-protection", "insmod", "Fatal exception"),
+    "rodata": ("page-fault", "insmod", "Fatal exception"),
+    "list": ("list-corruption", "insmod", "Fatal exception"),
+    "softlockup": ("soft-lockup", "insmod", "softlockup: hung tasks"),
+    "hung": ("hung-task", "insmod", "hung_task: blocked tasks"),
+    "panic": ("panic", "insmod", "crashy: requested panic"),
+    "workqueue": ("null-pointer", "kworker/", "Fatal exception"),
+    "sysrq": ("panic", "sh", "sysrq triggered crash"),
 }
 
 # Boot options every drill uses: serial console, reboot one second after a
