@@ -204,7 +204,7 @@ class Drill:
         monitor_reset_on: when a serial line contains this text (or one of
             these texts) during a crashing boot, the host resets the guest
             through the QEMU monitor (``system_reset``), like a reset button
-            or an external watchdog.
+            or an external watchdog, ``RESET_PAUSE`` seconds later.
         between_boots: with ``memfile``, called as ``f(guest_ram_file,
             mem_address)`` after the crash and before the stage-2 boot, to
             change the memory the next kernel finds (fault injection).
@@ -253,6 +253,13 @@ class Drill:
     def crashes(self) -> tuple[str | None, ...]:
         """The crash of each crashing boot, in order."""
         return (self.action, *self.then)
+
+
+#: Seconds between a ``monitor_reset_on`` line on the serial port and the
+#: reset: the consoles registered after the serial port print the same line
+#: after it (under load, a reset at once lost the last line of a console
+#: module's ring).
+RESET_PAUSE = 2.0
 
 
 def _monitor(argv: list[str], command: str) -> None:
@@ -529,7 +536,12 @@ sync
                     seen = next((t for t in triggers if t in line), None)
                     if seen is not None and boots < max_boots:
                         self.progress(f"{label}: {seen!r} seen: system_reset via the "
-                                      "QEMU monitor")
+                                      f"QEMU monitor in {RESET_PAUSE:g} s")
+                        # The serial port is the first console to print a
+                        # line, not the last: the other consoles (a console
+                        # module's ring) print it after.  Like a person or a
+                        # watchdog, press the button a moment later.
+                        time.sleep(RESET_PAUSE)
                         _monitor(argv, "system_reset")
 
             reader = threading.Thread(target=pump, daemon=True)
