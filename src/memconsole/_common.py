@@ -76,13 +76,17 @@ def is_temp_name(name: str) -> bool:
 
 
 def write_durably(path: Path, data: bytes, mtime_ns: int | None = None,
-                  mode: int = 0o600) -> None:
+                  mode: int = 0o600, sync_dir: bool = True) -> None:
     """Write *data* to *path* atomically and durably: a new temporary file
     beside it (``O_EXCL | O_NOFOLLOW``: a planted file or symlink of that
     name is never written through), fsync, rename over *path* (a symlink at
     *path* is replaced, never followed), fsync the directory.  On failure
     nothing is left behind and the error propagates; a writer killed
-    midway leaves only the temporary file (see :func:`is_temp_name`)."""
+    midway leaves only the temporary file (see :func:`is_temp_name`).
+
+    With *sync_dir* false the directory is not fsynced: the new name is
+    durable only once the caller fsyncs the directory (one fsync for the
+    names of many files, :meth:`memconsole.archive.Archive.store_all`)."""
     tmp = temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
@@ -103,4 +107,5 @@ def write_durably(path: Path, data: bytes, mtime_ns: int | None = None,
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)

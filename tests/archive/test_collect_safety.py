@@ -352,6 +352,53 @@ def test_new_directories_are_fsynced_before_an_erase(tmp_path: Path,
             f"{d} was not fsynced into its parent before a record was erased")
 
 
+def test_every_record_is_durable_before_its_erase_one_directory_fsync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The records of one boot share their fsyncs (Archive.store_all): each
+    record file is fsynced and renamed, then the index is, then the boot
+    directory once; every pstore file is erased only after all of that."""
+    p, archive = tmp_path / "p", tmp_path / "archive"
+    names = lab_fixture("6.12", "null", p)
+    assert len(names) == 2  # a dump in two parts: one boot, one batch
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace, real_unlink = os.fsync, os.replace, os.unlink
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path, *a: object, **k: object) -> None:
+        events.append(("fsynced-tmp", os.path.abspath(src)))
+        real_replace(src, dst, *a, **k)  # type: ignore[arg-type]
+        events.append(("replace", os.path.abspath(dst)))
+
+    def unlink(path: str | Path, *a: object, **k: object) -> None:
+        events.append(("unlink", os.path.abspath(path)))
+        real_unlink(path, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "unlink", unlink)
+    rc, _, err = run(capsys, "collect", "--pstore", str(p), "--archive", str(archive))
+    monkeypatch.undo()
+    assert rc == 0, err
+    assert os.listdir(p) == []
+    (boot, recs), = index(archive).items()
+    bdir = str(archive / "boots" / boot)
+    for rec in recs:
+        erased = events.index(("unlink", str(p / str(rec["original"]))))
+        put = events.index(("replace", f"{bdir}/{rec['name']}"))
+        tmp = events[put - 1][1]
+        assert ("fsync", tmp) in events[:put - 1], f"{rec['name']} renamed before its fsync"
+        put_index = max(i for i, e in enumerate(events[:erased])
+                        if e == ("replace", f"{bdir}/records.json"))
+        assert put < put_index < events.index(("fsync", bdir), put_index) < erased, (
+            f"{rec['original']} erased before its copy, the index and {bdir} were durable")
+    assert events.count(("fsync", bdir)) == 1, "one directory fsync for the boot's records"
+    assert sum(1 for what, _ in events if what == "fsync") <= len(recs) + 6
+
+
 # -- 6. records bigger than any backend writes --------------------------------------
 
 

@@ -23,14 +23,16 @@ from conftest import require
 from memconsole.cli import main
 
 
-def chromium() -> list[str]:
-    """argv of headless Chromium (root in a container: no sandbox)."""
+def chromium(profile: Path) -> list[str]:
+    """argv of headless Chromium (root in a container: no sandbox) with its
+    profile in *profile*: one per run, as two at once on one profile refuse
+    to start ("Failed to create a ProcessSingleton")."""
     exe = shutil.which("chromium")
     require(exe is not None, "chromium is not installed (scripts/bootstrap.sh installs it)")
     assert exe is not None
     return [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
             "--no-first-run", "--disable-extensions", "--disable-background-networking",
-            "--user-data-dir=/tmp/memconsole-chromium"]
+            f"--user-data-dir={profile}"]
 
 
 class _Dom(HTMLParser):
@@ -85,7 +87,8 @@ def lab_page(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 def _dump(page: Path) -> _Dom:
-    done = subprocess.run([*chromium(), "--dump-dom", page.as_uri()], capture_output=True,
+    done = subprocess.run([*chromium(page.parent / "chromium-dump"), "--dump-dom",
+                           page.as_uri()], capture_output=True,
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "<html" in done.stdout
@@ -178,7 +181,8 @@ def _png_size_and_colours(png: bytes) -> tuple[int, int, int]:
 
 def test_screenshot(lab_page: dict[str, object]) -> None:
     shot = Path(str(lab_page["dest"])) / "page.png"
-    done = subprocess.run([*chromium(), "--window-size=1280,2000", f"--screenshot={shot}",
+    done = subprocess.run([*chromium(shot.parent / "chromium-shot"), "--window-size=1280,2000",
+                           f"--screenshot={shot}",
                            Path(str(lab_page["page"])).as_uri()], capture_output=True,
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]

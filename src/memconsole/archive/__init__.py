@@ -27,7 +27,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -434,40 +434,92 @@ class Archive:
         :class:`ArchiveError` (e.g. disk full); then nothing of the record
         is left half-written and the index is unchanged.
         """
+        result = self.store_all(boot, [record])[0]
+        if isinstance(result, ArchiveError):
+            raise result
+        return result
+
+    def store_all(self, boot: str, records: Sequence[PstoreRecord]
+                  ) -> list[ArchivedRecord | ArchiveError]:
+        """Archive *records* under *boot* durably: per record its entry, or
+        the :class:`ArchiveError` that kept it out (then nothing of it is
+        left half-written and the index does not name it).
+
+        What :meth:`store` does for one record, with the fsyncs of the
+        batch shared: every record file is written to a temporary file,
+        fsynced and renamed into place; then the index, written the same
+        way, and one fsync of the boot directory makes every new name
+        durable at once.  Only when this returns may a record's pstore file
+        go: a kill before that leaves record files the index does not name,
+        as :meth:`store` killed between its two writes would, and the next
+        collect stores them again.  A record whose bytes the index already
+        names (one of the batch included) is not stored twice; its file is
+        rewritten if missing or damaged.
+        """
         bdir = self.boot_dir(boot)
-        digest = sha256(record.raw)
+
+        def failed(record: PstoreRecord, exc: OSError | ArchiveError) -> ArchiveError:
+            if isinstance(exc, ArchiveError):
+                return ArchiveError(f"cannot archive {record.name} in {bdir}: {exc}")
+            what = "archive disk is full" if exc.errno == errno.ENOSPC else _why(exc)
+            return ArchiveError(f"cannot archive {record.name} in {bdir}: {what}")
+
         try:
+            entries = self.records(boot)
+        except ArchiveError as exc:
+            return [failed(r, exc) for r in records]
+        by_digest = {e.sha256: e for e in entries}
+        taken = {e.name for e in entries}
+        results: list[ArchivedRecord | ArchiveError] = []
+        new: list[int] = []  # indexes (of records and results) of the files written now
+        rewritten: list[int] = []  # ... of the damaged copies written again
+        for record in records:
+            digest = sha256(record.raw)
+            known = by_digest.get(digest)
             try:
-                entries = self.records(boot)
-            except ArchiveError as exc:
-                raise ArchiveError(f"cannot archive {record.name} in {bdir}: {exc}") from exc
-            for e in entries:
-                if e.sha256 == digest:
-                    if not self.intact(e):
-                        write_durably(bdir / e.name, record.raw, record.mtime_ns)
-                    return e
-            taken = {e.name for e in entries}
-            base = record.name
-            if base.startswith(".") or base in _RESERVED or base.startswith(_RING_PREFIX):
-                base = f"pstore-{base}"
-            name, n = base, 1
-            while name in taken:
-                name = f"{base}.{n}"
-                n += 1
-            write_durably(bdir / name, record.raw, record.mtime_ns)
+                if known is not None:
+                    if not self.intact(known):
+                        write_durably(bdir / known.name, record.raw, record.mtime_ns,
+                                      sync_dir=False)
+                        rewritten.append(len(results))
+                    results.append(known)
+                    continue
+                base = record.name
+                if base.startswith(".") or base in _RESERVED or base.startswith(_RING_PREFIX):
+                    base = f"pstore-{base}"
+                name, n = base, 1
+                while name in taken:
+                    name = f"{base}.{n}"
+                    n += 1
+                write_durably(bdir / name, record.raw, record.mtime_ns, sync_dir=False)
+            except OSError as exc:
+                results.append(failed(record, exc))
+                continue
             entry = ArchivedRecord(boot, name, record.name, digest, record.mtime_ns,
                                    len(record.raw), record.source.rsplit("/", 1)[0],
                                    time.time_ns())
             entries.append(entry)
-            try:
+            by_digest[digest] = entry
+            taken.add(name)
+            new.append(len(results))
+            results.append(entry)
+        try:
+            if new:
+                # The index's own directory fsync also makes the record
+                # files' names durable.
                 write_durably(bdir / INDEX_NAME, json.dumps(
                     [e.__dict__ for e in entries], indent=1).encode() + b"\n")
-            except BaseException:
-                # Without an index entry the copy is invisible: remove it so a
-                # retry starts clean, and report the failure.
-                (bdir / name).unlink(missing_ok=True)
+            elif rewritten:
+                fsync_dir(bdir)
+        except BaseException as exc:
+            # Without an index entry a copy is invisible: remove the new
+            # ones so a retry starts clean, and report the failure.
+            for k in new:
+                written = results[k]
+                assert isinstance(written, ArchivedRecord)
+                (bdir / written.name).unlink(missing_ok=True)
+            if not isinstance(exc, OSError):
                 raise
-        except OSError as exc:
-            what = "archive disk is full" if exc.errno == errno.ENOSPC else _why(exc)
-            raise ArchiveError(f"cannot archive {record.name} in {bdir}: {what}") from exc
-        return entry
+            for k in new + rewritten:
+                results[k] = failed(records[k], exc)
+        return results

@@ -15,11 +15,13 @@ problems it skipped.  The order of work, and why it is safe against a
    device, or a file over the size cap is reported, never opened/read);
 4. give every new record its boot directory (:func:`memconsole.pstore.boots.assign_boots`:
    a boot archived in part before is completed in its directory);
-5. per record: store it (temp file, fsync, rename, fsync the directory,
-   then the index the same way); only when that returned, unlink the very
-   file it was read from (same path, same inode), unless *keep* or the
-   source is read-only.  A record already archived is checked to be intact
-   in the archive before its pstore file is erased.
+5. per boot directory, its new records together: each stored (temp file,
+   fsync, rename), then the index the same way and one fsync of the
+   directory (:meth:`~memconsole.archive.Archive.store_all`); only when that
+   returned, unlink the very file each was read from (same path, same
+   inode), unless *keep* or the source is read-only.  A record already
+   archived is checked to be intact in the archive before its pstore file
+   is erased.
 """
 
 from __future__ import annotations
@@ -144,30 +146,39 @@ def _store_records(archive: Archive, index: dict[str, list[ArchivedRecord]],
         anchors[boot], bad = archive.load(boot, index[boot])
         problems += bad
     source_of = {id(rec): src for rec, src in pending}
-    entries = []
+    # Each record goes to its boot directory (a record archived before: the
+    # boot it is in, where its copy is checked); the records of one
+    # directory are stored together (their fsyncs shared), then erased.
+    batches: dict[str, list[PstoreRecord]] = {}
+    order = []
+    target_of: dict[str, str] = {e.sha256: e.boot for e in known.values()}
     for boot_id, rec in assign_boots([rec for rec, _ in pending], anchors):
-        src = source_of[id(rec)]
-        entry = known.get(sha256(rec.raw))
-        outcome = Outcome.DUPLICATE
+        # Two files with the same bytes (pstore and systemd's copy) go to one place.
+        target = target_of.setdefault(sha256(rec.raw), boot_id)
+        batches.setdefault(target, []).append(rec)
+        order.append(rec)
+    done: dict[int, CollectEntry] = {}
+    for target, recs in batches.items():
         try:
-            # A duplicate is checked (and repaired) in the archive first: its
-            # pstore file is erased only if the archived copy is really there.
-            stored = archive.store(entry.boot if entry else boot_id, rec)
+            results: list[ArchivedRecord | ArchiveError] = list(archive.store_all(target, recs))
         except ArchiveError as exc:
-            entries.append(CollectEntry(rec.source, Outcome.FAILED, error=str(exc),
-                                        problem=rec.problem))
-            continue
-        if entry is None:
-            outcome = Outcome.ARCHIVED
+            results = [exc] * len(recs)
+        for rec, stored in zip(recs, results, strict=True):
+            if isinstance(stored, ArchiveError):
+                done[id(rec)] = CollectEntry(rec.source, Outcome.FAILED, error=str(stored),
+                                             problem=rec.problem)
+                continue
+            fresh = stored.sha256 not in known
             known[stored.sha256] = stored
-        erased, why = False, None
-        if src.erasable and not keep:
-            why = erase_record(rec)
-            erased = why is None
-        entries.append(CollectEntry(
-            rec.source, outcome, stored.boot,
-            str(archive.boots_dir / stored.boot / stored.name), erased, why, rec.problem))
-    return entries
+            erased, why = False, None
+            src = source_of[id(rec)]
+            if src.erasable and not keep:
+                why = erase_record(rec)
+                erased = why is None
+            done[id(rec)] = CollectEntry(
+                rec.source, Outcome.ARCHIVED if fresh else Outcome.DUPLICATE, stored.boot,
+                str(archive.boots_dir / stored.boot / stored.name), erased, why, rec.problem)
+    return [done[id(rec)] for rec in order]
 
 
 def _boot_dir_for(ring_boot: RingBoot, next_first: int | None,
