@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
 
 from memconsole._common import fsync_dir, is_temp_name, write_durably
 from memconsole.errors import ArchiveBusyError, ArchiveError
@@ -59,7 +58,11 @@ INDEX_NAME = "records.json"
 #: The lock file in the archive root (kept: removing it would race a waiter).
 LOCK_NAME = ".lock"
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
 _BOOT_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 # Names in a boot directory that are not pstore records (archive/ring.py
 # writes the console-ring files); a record is never stored under them.

@@ -27,11 +27,10 @@ problems it skipped.  The order of work, and why it is safe against a
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from memconsole.archive import Archive, ArchivedRecord, ArchiveProblem, recent_boots
 from memconsole.errors import ArchiveError, RegionError, RingFormatError
@@ -47,6 +46,7 @@ from memconsole.pstore import (
 )
 from memconsole.pstore.boots import assign_boots, current_boot_start_ns
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up)
 if TYPE_CHECKING:
     from memconsole.ring import RingBoot
 
@@ -194,7 +194,7 @@ def _boot_dir_for(ring_boot: RingBoot, next_first: int | None,
     for boot_id, dumps in sorted(times.items()):
         if any(first <= t <= upper for t in dumps):
             return boot_id
-    name = datetime.fromtimestamp(last // 10**9, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    name = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(last // 10**9))
     # A directory of that name with other dumps is another boot: do not mix.
     return name if not times.get(name) else f"{name}-ring"
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from memconsole.archive import DEFAULT_ARCHIVE_DIR
 from memconsole.cli._output import warn
@@ -21,6 +20,7 @@ from memconsole.errors import ConfigError
 from memconsole.pstore import DEFAULT_PSTORE_DIR, SYSTEMD_PSTORE_DIR, PstoreSource, find_sources
 from memconsole.render import text
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up)
 if TYPE_CHECKING:
     from memconsole.history import CrashEvent
 

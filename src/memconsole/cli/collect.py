@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
 
 from memconsole._common import size_arg
 from memconsole.archive import Archive
@@ -30,6 +29,10 @@ from memconsole.cli.exitcodes import (
 from memconsole.errors import ArchiveBusyError
 from memconsole.pstore import MAX_RECORD_SIZE
 from memconsole.render import text, write_jsonl
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["exit_status", "register", "run"]
 

@@ -12,7 +12,6 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from memconsole import __version__
 from memconsole.cli.exitcodes import (
@@ -24,6 +23,10 @@ from memconsole.cli.exitcodes import (
     EXIT_USAGE,
 )
 from memconsole.errors import MemconsoleError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["EXAMPLES", "EXIT_DATA_MISSING", "EXIT_ERROR", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE",
            "build_parser", "entry_point", "main"]

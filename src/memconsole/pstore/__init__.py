@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import enum
 import errno
-import hashlib
 import os
 import re
 import stat
@@ -257,10 +256,22 @@ def decode_record(name: str, raw: bytes, mtime_ns: int, source: str = "") -> Pst
     return PstoreRecord(name, kind, mtime_ns, raw, text, header, fixed, bad, problem, source)
 
 
+# The interpreter's own SHA-256 where it has one: hashlib's loads the OpenSSL
+# library, about a fifth of a bare interpreter's start, which every collect
+# would pay (docs/benchmarks.md, start-up).  Same digests.
+try:
+    from _sha2 import sha256 as _sha256  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # Python < 3.12
+    try:
+        from _sha256 import sha256 as _sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
+    except ImportError:  # an interpreter built without it
+        from hashlib import sha256 as _sha256  # type: ignore[assignment,unused-ignore]
+
+
 def sha256(data: bytes) -> str:
     """Hex SHA-256 of *data*: a record's identity (the archive keeps each
     record once by it)."""
-    return hashlib.sha256(data).hexdigest()
+    return str(_sha256(data).hexdigest())
 
 
 class SkipKind(enum.Enum):

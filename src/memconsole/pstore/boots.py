@@ -26,9 +26,9 @@ archive names its boot directories with :func:`boot_id_for`; crash events
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from memconsole.pstore import PstoreRecord
 
@@ -88,7 +88,7 @@ class Boot:
 def boot_id_for(records: Sequence[PstoreRecord]) -> str:
     """A boot's id: the UTC time of its earliest record, ``20261126T051311Z``."""
     first = min(r.mtime_ns for r in records)
-    return datetime.fromtimestamp(first // 10**9, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(first // 10**9))
 
 
 def split_dumps(dmesg: Iterable[PstoreRecord]) -> list[Dump]:

@@ -26,7 +26,11 @@ from __future__ import annotations
 import functools
 import re
 import zlib
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["MAX_DECOMPRESSED", "RAW_DEFLATE", "ZLIB", "Decompressed", "Inflated",
            "decompress", "inflate"]
@@ -47,7 +51,8 @@ _FEED = 64 << 10
 _PSTORE_DUMP_HEADER = re.compile(rb"[A-Za-z]+#\d+ Part\d+\n")
 
 
-class Decompressed(NamedTuple):
+@dataclass(frozen=True)
+class Decompressed:
     """Outcome of :func:`decompress`.
 
     Attributes:
@@ -62,7 +67,8 @@ class Decompressed(NamedTuple):
     reason: str
 
 
-class Inflated(NamedTuple):
+@dataclass(frozen=True)
+class Inflated:
     """Outcome of :func:`inflate`.
 
     Attributes:

@@ -27,7 +27,10 @@ import json
 import re
 import sys
 from collections.abc import Iterable
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["dmesg_text", "escape", "json_line", "json_safe", "output_encoding", "text",
            "write_jsonl", "write_text"]
