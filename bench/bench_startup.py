@@ -18,7 +18,21 @@ from other tenants spreads over all of them alike):
   for every run, made before the clock starts): archive the 8 records;
 * ``memconsole show --pstore EMPTY --archive A``: the newest crash of an archive that
   holds the 8 records (its sentence, title, culprit and report);
-* ``memconsole list --pstore EMPTY --archive A``: every crash event of it.
+* ``memconsole list --pstore EMPTY --archive A``: every crash event of it;
+
+and three floors, what any implementation in this interpreter pays before its
+own code runs:
+
+* ``floor: argparse``: ``import argparse`` and one parser with one option (what
+  argparse imports while it builds a parser, ``shutil`` and ``locale``, included);
+* ``floor: the standard library of collect`` (and of ``show``): one ``python -c``
+  that imports every module outside memconsole that the command imports (read
+  from ``python -X importtime`` of the command, minus those of ``-c pass``) and
+  builds that parser;
+* ``floor: durable copy, os only``: a ``python -c`` script that copies the 8
+  records into a new directory with the durability ``collect`` promises (each
+  file written, fsynced, renamed, the directory fsynced, an index written the
+  same way) using the ``os`` module only: no parsing, no hashing, no checks.
 
 Prints the median and the quartiles of the wall-clock time per command, the median
 CPU time (user + system: on a shared machine the wall clock also measures the other
@@ -77,6 +91,57 @@ def _importtime(python: str, args: list[str], top: int) -> tuple[list[tuple[int,
     return sorted(rows, reverse=True)[:top], oops
 
 
+#: The durable-copy floor: SRC DST; os only (see the module docstring).
+_DURABLE_COPY = """
+import os, sys
+src, dst = sys.argv[1], sys.argv[2]
+os.mkdir(dst)
+boot = os.path.join(dst, "boot")
+os.mkdir(boot)
+def sync(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    os.fsync(fd)
+    os.close(fd)
+def put(path, data):
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, data)
+    os.fsync(fd)
+    os.close(fd)
+    os.rename(tmp, path)
+sync(dst)
+sync(os.path.dirname(dst))
+names = sorted(os.listdir(src))
+for name in names:
+    with open(os.path.join(src, name), "rb") as f:
+        put(os.path.join(boot, name), f.read())
+put(os.path.join(boot, "records.json"), repr(names).encode())
+sync(boot)
+"""
+
+_PARSER = "import argparse; argparse.ArgumentParser().add_argument('-x')"
+
+
+def _imported(python: str, argv: list[str]) -> set[str]:
+    """The modules ``python -X importtime ARGV`` imports."""
+    done = subprocess.run([python, "-X", "importtime", *argv], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, check=False)
+    return {line.rsplit("|", 1)[1].strip()
+            for line in done.stderr.decode(errors="replace").splitlines()
+            if line.startswith("import time:") and "cumulative" not in line}
+
+
+def _stdlib_floor(python: str, tool: str, args: list[str]) -> tuple[list[str], list[str]]:
+    """``python -c`` importing the modules outside memconsole that ``tool ARGS``
+    imports beyond ``-c pass`` (those it only tried, e.g. ``nt`` on Linux, are
+    tried the same way), then building one argparse parser."""
+    used = _imported(python, [tool, *args]) - _imported(python, ["-c", "pass"])
+    mods = sorted(m for m in used if m.split(".")[0] != "memconsole")
+    return [python, "-c", f"MODULES = {mods!r}\n"
+            "for m in MODULES:\n    try:\n        __import__(m)\n"
+            "    except ImportError:\n        pass\n" + _PARSER], mods
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--memconsole", default=str(Path(sys.executable).parent / "memconsole"),
@@ -103,8 +168,22 @@ def main(argv: list[str] | None = None) -> int:
             fresh = base / f"a{next(counter)}"
             return [tool, "collect", "--pstore", str(pstore), "--archive", str(fresh), "--keep"]
 
+        copies = iter(range(1 << 30))
+
+        def durable_copy() -> list[str]:
+            return [python, "-c", _DURABLE_COPY, str(pstore), str(base / f"d{next(copies)}")]
+
+        show_args = ["show", "--pstore", str(empty), "--archive", str(archive)]
+        floor_collect, collect_mods = _stdlib_floor(
+            python, tool, ["collect", "--pstore", str(pstore), "--archive", str(base / "f"),
+                           "--keep"])
+        floor_show, show_mods = _stdlib_floor(python, tool, show_args)
         commands: dict[str, Callable[[], list[str]]] = {
             "python3 -c pass": lambda: [python, "-c", "pass"],
+            "floor: argparse": lambda: [python, "-c", _PARSER],
+            "floor: the standard library of collect": lambda: floor_collect,
+            "floor: the standard library of show": lambda: floor_show,
+            "floor: durable copy, os only": durable_copy,
             "memconsole --help": lambda: [tool, "--help"],
             "memconsole collect (8 records, --keep)": collect,
             "memconsole show": lambda: [tool, "show", "--pstore", str(empty),
@@ -145,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         for cumulative, name in rows:
             print(f"| `{name}` | {cumulative / 1e3:.1f} |")
     print(f"\ncollect imported a memconsole.oops module: {'yes' if collect_oops else 'no'}")
+    for title, mods in (("collect", collect_mods), ("show", show_mods)):
+        print(f"\nThe standard library of {title}: {len(mods)} modules beyond `-c pass`: "
+              + ", ".join(f"`{m}`" for m in mods))
     return 0
 
 

@@ -178,6 +178,16 @@ def _startup_verdicts(out: str) -> list[Verdict]:
                 cell(t, "`memconsole show`", "(wall)"), 3, "x"),
         at_most("issue 9: `memconsole collect` <= 1.5x `python3 -c pass` (wall median)",
                 cell(t, "`memconsole collect", "(wall)"), 1.5, "x"),
+        # The same targets for the floors: what the interpreter's own modules cost
+        # before any memconsole code runs.
+        at_most("floor of show: its standard library <= 3x `python3 -c pass` (wall median)",
+                cell(t, "`floor: the standard library of show`", "(wall)"), 3, "x"),
+        at_most("floor of collect: `import argparse` and one parser <= 1.5x "
+                "`python3 -c pass` (wall median)",
+                cell(t, "`floor: argparse`", "(wall)"), 1.5, "x"),
+        at_most("floor of collect: a durable copy in os calls only <= 1.5x "
+                "`python3 -c pass` (wall median)",
+                cell(t, "`floor: durable copy, os only`", "(wall)"), 1.5, "x"),
     ]
 
 

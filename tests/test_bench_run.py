@@ -75,8 +75,11 @@ def test_failed_benchmark_is_reported_with_its_stderr(tmp_path: Path,
 def test_verdicts_are_computed_from_the_tables() -> None:
     out = ("| command | wall median ms | x `-c pass` (wall) |\n|---|---:|---:|\n"
            "| `python3 -c pass` | 20.0 | 1.00 |\n| `memconsole show` | 50.0 | 2.50 |\n"
-           "| `memconsole collect (8 records, --keep)` | 40.0 | 2.00 |\n")
-    show, collect = run._startup_verdicts(out)
+           "| `memconsole collect (8 records, --keep)` | 40.0 | 2.00 |\n"
+           "| `floor: argparse` | 30.0 | 1.50 |\n")
+    show, collect, show_floor, argparse_floor, copy_floor = run._startup_verdicts(out)
     assert (show.measured, show.met) == (2.5, True)
     assert (collect.measured, collect.met) == (2.0, False)
+    assert (argparse_floor.measured, argparse_floor.met) == (1.5, True)
+    assert show_floor.met is None and copy_floor.met is None  # not in the table
     assert run._startup_verdicts("no table")[0].met is None

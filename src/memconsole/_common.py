@@ -11,12 +11,27 @@ kernel's ``memparse()`` reads ``memmap=`` and ``ramoops.mem_size``).
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from pathlib import Path
 
 from memconsole.errors import ConfigError
+
+# The interpreter's own SHA-256 where it has one: hashlib's loads the OpenSSL
+# library, about a fifth of a bare interpreter's start, which every collect
+# and show would pay (docs/benchmarks.md, start-up).  Same digests.
+try:
+    from _sha2 import sha256 as _sha256  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # Python < 3.12
+    try:
+        from _sha256 import sha256 as _sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
+    except ImportError:  # an interpreter built without it
+        from hashlib import sha256 as _sha256  # type: ignore[assignment,unused-ignore]
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex SHA-256 of *data* (``hashlib.sha256(data).hexdigest()``)."""
+    return str(_sha256(data).hexdigest())
 
 __all__ = ["SIZE_EXAMPLES", "fsync_dir", "is_temp_name", "parse_size", "size_arg", "temp_path",
            "write_durably"]
@@ -48,6 +63,8 @@ def size_arg(text: str) -> int:
     try:
         return parse_size(text)
     except ConfigError as exc:
+        import argparse  # only a command line calls this
+
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 

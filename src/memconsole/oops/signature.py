@@ -32,10 +32,10 @@ report and stores the result in :attr:`memconsole.oops.Report.signature`.
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 from collections.abc import Sequence
 
+from memconsole._common import sha256_hex
 from memconsole.oops._machinery import SYSCALL_PREFIXES, normalize_function
 from memconsole.oops._model import Kind
 
@@ -81,4 +81,4 @@ def basis(kind: Kind, functions: Sequence[str], *, headline: str, panic_reason: 
 
 def digest(basis_text: str) -> str:
     """The 16 hex digits of *basis_text*."""
-    return hashlib.sha256(basis_text.encode("utf-8", "backslashreplace")).hexdigest()[:16]
+    return sha256_hex(basis_text.encode("utf-8", "backslashreplace"))[:16]

@@ -31,14 +31,10 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import gzip
-import lzma
 import mmap
 import os
 import re
 import struct
-import subprocess
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,6 +234,11 @@ class Symbols:
             return path
         if path.suffix not in (".xz", ".gz"):
             return None  # .zst: no decompressor in the standard library
+        # Imported here: show imports this module and most runs read no module file.
+        import gzip
+        import lzma
+        import tempfile
+
         fd, tmp = tempfile.mkstemp(suffix=".ko", prefix="memconsole-")
         raw = path.read_bytes()
         data = lzma.decompress(raw) if path.suffix == ".xz" else gzip.decompress(raw)
@@ -342,6 +343,8 @@ def _addr2line(path: Path, section: str | None, addresses: Iterable[int],
     if section:
         argv += ["-j", section]
     argv += [f"0x{a:x}" for a in addrs]
+    import subprocess  # here: show imports this module, addr2line runs rarely
+
     try:
         out = subprocess.run(argv, capture_output=True, text=True, check=False,
                              timeout=300).stdout

@@ -33,6 +33,7 @@ import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from memconsole._common import sha256_hex
 from memconsole.errors import ConfigError, CorruptRecordError
 from memconsole.pstore import compress
 
@@ -256,22 +257,10 @@ def decode_record(name: str, raw: bytes, mtime_ns: int, source: str = "") -> Pst
     return PstoreRecord(name, kind, mtime_ns, raw, text, header, fixed, bad, problem, source)
 
 
-# The interpreter's own SHA-256 where it has one: hashlib's loads the OpenSSL
-# library, about a fifth of a bare interpreter's start, which every collect
-# would pay (docs/benchmarks.md, start-up).  Same digests.
-try:
-    from _sha2 import sha256 as _sha256  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # Python < 3.12
-    try:
-        from _sha256 import sha256 as _sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
-    except ImportError:  # an interpreter built without it
-        from hashlib import sha256 as _sha256  # type: ignore[assignment,unused-ignore]
-
-
 def sha256(data: bytes) -> str:
     """Hex SHA-256 of *data*: a record's identity (the archive keeps each
     record once by it)."""
-    return str(_sha256(data).hexdigest())
+    return sha256_hex(data)
 
 
 class SkipKind(enum.Enum):

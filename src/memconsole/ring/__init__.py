@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import struct
 import time
-import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
@@ -87,8 +86,16 @@ def current_boot_id() -> bytes:
     ``/proc/sys/kernel/random/boot_id``); a random id when that is missing."""
     try:
         with open(_BOOT_ID_FILE, "rb") as f:
-            return uuid.UUID(f.read(64).strip().decode("ascii")).bytes
+            text = f.read(64).strip().decode("ascii")
+        # uuid.UUID(text).bytes, without importing uuid (it imports platform:
+        # a third of a bare interpreter's start, for every show).
+        digits = text.replace("-", "")
+        if len(digits) != 32 or digits.strip("0123456789abcdefABCDEF"):
+            raise ValueError(f"not a boot id: {text!r}")
+        return bytes.fromhex(digits)
     except (OSError, ValueError):
+        import uuid
+
         return uuid.uuid4().bytes
 
 

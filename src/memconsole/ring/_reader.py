@@ -8,7 +8,6 @@ the acceptance rules this module implements.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from memconsole.ring.format import (
@@ -28,7 +27,9 @@ __all__ = ["Gap", "RingBoot", "RingImage", "RingRecord", "boot_id_str", "parse_r
 
 def boot_id_str(boot: bytes) -> str:
     """A boot id as the kernel prints it (``6f1c0e5a-...``)."""
-    return str(uuid.UUID(bytes=boot)) if len(boot) == 16 else boot.hex()
+    h = boot.hex()
+    # str(uuid.UUID(bytes=boot)), without importing uuid (start-up).
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}" if len(boot) == 16 else h
 
 
 @dataclass(frozen=True)
