@@ -14,15 +14,17 @@ import argparse
 import os
 from pathlib import Path
 
-from memconsole.archive import DEFAULT_ARCHIVE_DIR
 from memconsole.cli._output import warn
 from memconsole.errors import ConfigError
-from memconsole.pstore import DEFAULT_PSTORE_DIR, SYSTEMD_PSTORE_DIR, PstoreSource, find_sources
 from memconsole.render import text
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up)
 if TYPE_CHECKING:
     from memconsole.history import CrashEvent
+    from memconsole.pstore import PstoreSource
+
+# memconsole.archive and memconsole.pstore are imported where they are used:
+# ``record`` uses this module for --ring only and reads neither.
 
 __all__ = ["RING_ENV", "EventList", "add_archive_arg", "add_pstore_arg", "add_ring_arg",
            "all_events", "configured", "pstore_sources", "ring_spec", "warn"]
@@ -34,6 +36,8 @@ RING_ENV = "MEMCONSOLE_RING"
 
 def add_pstore_arg(parser: argparse.ArgumentParser) -> None:
     """``--pstore DIR``."""
+    from memconsole.pstore import DEFAULT_PSTORE_DIR, SYSTEMD_PSTORE_DIR
+
     parser.add_argument(
         "--pstore", metavar="DIR", type=Path,
         help=f"read records from DIR only (default: {DEFAULT_PSTORE_DIR} and "
@@ -42,6 +46,8 @@ def add_pstore_arg(parser: argparse.ArgumentParser) -> None:
 
 def add_archive_arg(parser: argparse.ArgumentParser) -> None:
     """``--archive DIR``, by default the configuration's ``archive``."""
+    from memconsole.archive import DEFAULT_ARCHIVE_DIR
+
     parser.add_argument("--archive", metavar="DIR", type=Path, default=None,
                         help="the memconsole archive (default: archive = in "
                         f"/etc/memconsole.conf, else {DEFAULT_ARCHIVE_DIR})")
@@ -99,6 +105,8 @@ def pstore_sources(args: argparse.Namespace, command: str) -> list[PstoreSource]
     warnings printed.  An explicit ``--pstore`` that is missing is a
     :class:`ConfigError`.  Also gives ``--archive`` and ``--ring`` their
     configured defaults (:func:`configured`)."""
+    from memconsole.pstore import find_sources
+
     configured(args, command)
     sources, warnings = find_sources(args.pstore)
     for line in warnings:
