@@ -315,13 +315,11 @@ def test_a_damaged_old_boot_is_skipped_with_one_line(tmp_path: Path,
 # -- 5. new directories are durable before anything is erased ----------------------
 
 
-def test_new_directories_are_fsynced_before_an_erase(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    p, archive = tmp_path / "p", tmp_path / "x" / "y" / "archive"
-    lab_fixture("6.12", "null", p)
+def _record_file_ops(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Record, in order, every fsync (the path of the fd), mkdir, rename
+    (``replace-from`` then ``replace``, absolute paths) and unlink."""
     events: list[tuple[str, str]] = []
-    real_fsync, real_mkdir, real_unlink = os.fsync, os.mkdir, os.unlink
+    real_fsync, real_mkdir, real_replace, real_unlink = os.fsync, os.mkdir, os.replace, os.unlink
 
     def fsync(fd: int) -> None:
         events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
@@ -331,13 +329,27 @@ def test_new_directories_are_fsynced_before_an_erase(tmp_path: Path,
         real_mkdir(path, mode, *a, **k)  # type: ignore[arg-type]
         events.append(("mkdir", os.path.abspath(path)))
 
+    def replace(src: str | Path, dst: str | Path, *a: object, **k: object) -> None:
+        events.append(("replace-from", os.path.abspath(src)))
+        real_replace(src, dst, *a, **k)  # type: ignore[arg-type]
+        events.append(("replace", os.path.abspath(dst)))
+
     def unlink(path: str | Path, *a: object, **k: object) -> None:
         events.append(("unlink", os.path.abspath(path)))
         real_unlink(path, *a, **k)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "mkdir", mkdir)
-    monkeypatch.setattr(os, "unlink", unlink)
+    for name, fake in (("fsync", fsync), ("mkdir", mkdir), ("replace", replace),
+                       ("unlink", unlink)):
+        monkeypatch.setattr(os, name, fake)
+    return events
+
+
+def test_new_directories_are_fsynced_before_an_erase(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    p, archive = tmp_path / "p", tmp_path / "x" / "y" / "archive"
+    lab_fixture("6.12", "null", p)
+    events = _record_file_ops(monkeypatch)
     rc, _, err = run(capsys, "collect", "--pstore", str(p), "--archive", str(archive))
     monkeypatch.undo()
     assert rc == 0, err
@@ -361,25 +373,7 @@ def test_every_record_is_durable_before_its_erase_one_directory_fsync(
     p, archive = tmp_path / "p", tmp_path / "archive"
     names = lab_fixture("6.12", "null", p)
     assert len(names) == 2  # a dump in two parts: one boot, one batch
-    events: list[tuple[str, str]] = []
-    real_fsync, real_replace, real_unlink = os.fsync, os.replace, os.unlink
-
-    def fsync(fd: int) -> None:
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        real_fsync(fd)
-
-    def replace(src: str | Path, dst: str | Path, *a: object, **k: object) -> None:
-        events.append(("fsynced-tmp", os.path.abspath(src)))
-        real_replace(src, dst, *a, **k)  # type: ignore[arg-type]
-        events.append(("replace", os.path.abspath(dst)))
-
-    def unlink(path: str | Path, *a: object, **k: object) -> None:
-        events.append(("unlink", os.path.abspath(path)))
-        real_unlink(path, *a, **k)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
-    monkeypatch.setattr(os, "unlink", unlink)
+    events = _record_file_ops(monkeypatch)
     rc, _, err = run(capsys, "collect", "--pstore", str(p), "--archive", str(archive))
     monkeypatch.undo()
     assert rc == 0, err
